@@ -1,0 +1,72 @@
+"""Default configuration: ResNet-20, full precision, natural training on CIFAR-10 (offline copy).
+
+Every run config imports this file and overrides a few fields. Launch with
+
+  python launch/train.py --config configs/default.py --workdir runs/default
+
+Any field can be overridden on the command line, e.g. `--config.num_epochs=20`; an unknown key is an
+error (the config is locked).
+"""
+import os
+
+import ml_collections
+
+# The offline CIFAR-10 copy beside the checkout (../shared/tensorflow_datasets), if present;
+# otherwise TFDS's default directory, where `tfds.load` downloads to.
+_SHARED_TFDS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "tensorflow_datasets")
+SHARED_DATA_DIR = os.path.normpath(_SHARED_TFDS) if os.path.isdir(_SHARED_TFDS) else None
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+FULL_PRECISION = {"name": "none"}
+
+
+def quantizer(name: str, bits: int) -> dict:
+  """A quantizer entry of the model config, e.g. quantizer("uniform", 4)."""
+  return {"name": name, "bits": bits}
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Data (odgq_jax/data/input_pipeline.py). For recipe selection, hold out training images:
+  # --config.train_split='train[:45000]' --config.eval_split='train[45000:]'.
+  config.dataset = "cifar10_jpeg"
+  config.data_dir = SHARED_DATA_DIR
+  config.train_split = "train"
+  config.eval_split = "test"
+  config.augment = "cifar"
+  config.image_size = 32
+  config.shuffle_buffer = 50_000
+  config.cache = True
+  config.batch_size = 128  # global, over all devices and hosts
+  config.eval_batch_size = 500
+
+  # Model (odgq_jax/models). Quantizers are dicts passed to odgq_jax.quant.make_quantizer.
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "resnet20"
+  config.model.weight_quantizer = dict(FULL_PRECISION)
+  config.model.act_quantizer = dict(FULL_PRECISION)
+  config.model.first_last_weight_quantizer = dict(FULL_PRECISION)
+  config.model.first_last_act_quantizer = dict(FULL_PRECISION)
+  config.model.input_mean = CIFAR10_MEAN
+  config.model.input_std = CIFAR10_STD
+
+  # Optimisation (odgq_jax/train/optimizer.py).
+  config.num_epochs = 10
+  config.learning_rate = 0.1  # peak, reached after the warm-up
+  config.warmup_epochs = 0.5
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = 5e-4  # on conv and dense kernels only
+  config.label_smoothing = 0.0
+
+  # Run control: these may change when a run is resumed.
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1
+  config.checkpoint_every_steps = 200
+  config.keep_checkpoints = 2
+  return config

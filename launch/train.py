@@ -1,0 +1,35 @@
+"""Trains a model: `python launch/train.py --config configs/<run>.py --workdir DIR`.
+
+Kept thin on purpose: it parses flags and calls `odgq_jax.train.train_and_evaluate`, the function
+notebooks call too. Override config fields with `--config.key=value` (an unknown key is an error).
+Run it again with the same command to resume from the latest checkpoint in DIR.
+"""
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from odgq_jax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, config.json and TensorBoard logs.")
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() first (multi-host runs: one process per host).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.distributed:
+    jax.distributed.initialize()
+  logging.info("JAX process %d of %d, devices: %s", jax.process_index(), jax.process_count(),
+               jax.devices())
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

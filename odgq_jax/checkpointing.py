@@ -1,0 +1,163 @@
+"""Orbax checkpoints of the train state, and the run's config saved beside them.
+
+Layout of a workdir:
+
+  workdir/config.json        the run's config (checked when the run is resumed)
+  workdir/checkpoints/<step>/ orbax checkpoints: the last `keep` ones and the best by eval accuracy
+
+A run resumes from the latest complete checkpoint. Anything that would make it silently start over
+or continue from something else -- a checkpoint directory with no complete checkpoint, a checkpoint
+that cannot be read, a config that differs from the saved one -- raises `CheckpointError` instead.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_SUBDIR = "checkpoints"
+BEST_METRIC = "accuracy"
+TMP_MARKER = ".orbax-checkpoint-tmp"
+
+# Config fields that only steer logging and saving; a resumed run may change them.
+RUN_CONTROL_KEYS = frozenset(
+    {"log_every_steps", "eval_every_epochs", "checkpoint_every_steps", "keep_checkpoints"})
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint or workdir that cannot be resumed from, with the reason and the path."""
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flat(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _as_json_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes `workdir/config.json`, or, if it exists, checks that `config` matches it.
+
+  Raises:
+    CheckpointError: the saved config differs outside RUN_CONTROL_KEYS (the message lists the keys).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = _as_json_dict(config)
+  if os.path.exists(path):
+    saved = load_config(workdir).to_dict()
+    saved_flat, current_flat = _flat(json.loads(json.dumps(saved))), _flat(current)
+    differing = sorted(k for k in set(saved_flat) | set(current_flat)
+                       if k.split(".")[0] not in RUN_CONTROL_KEYS
+                       and saved_flat.get(k) != current_flat.get(k))
+    if differing:
+      details = ", ".join(f"{k}: saved {saved_flat.get(k)!r} vs now {current_flat.get(k)!r}"
+                          for k in differing)
+      raise CheckpointError(
+          f"{path} was written by a run with a different config ({details}); resume with the "
+          "same config or use a new --workdir")
+    return
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(current, f, indent=2)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config saved in `workdir/config.json`."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(f"no {CONFIG_FILE} in {workdir!r}: not a directory written by train.py")
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+      tree)
+
+
+class Checkpointer:
+  """Saves the train state every so often and at the end; keeps the last K and the best one."""
+
+  def __init__(self, workdir: str, keep: int):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR))
+    policy = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(n=keep),
+        checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
+                                  keep_checkpoints_without_metrics=False),
+    ])
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    return self._manager.best_step()
+
+  def save(self, state: Any, eval_accuracy: float | None = None) -> None:
+    """Saves `state` at its step (asynchronously); `eval_accuracy` ranks it for the best slot."""
+    step = int(state.step)
+    if step in self._manager.all_steps():
+      return
+    metrics = None if eval_accuracy is None else {BEST_METRIC: float(eval_accuracy)}
+    self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+
+  def restore(self, state: Any, step: int | None = None) -> Any:
+    """Returns `state` with the values of checkpoint `step` (default: the latest).
+
+    `state` gives the structure, shapes, dtypes and shardings. With no checkpoint at all in a
+    directory that was never written to, `state` is returned unchanged (a fresh run).
+
+    Raises:
+      CheckpointError: the directory holds only incomplete checkpoints, `step` does not exist, or
+        the checkpoint cannot be read or does not match `state`.
+    """
+    if step is None:
+      step = self._manager.latest_step()
+      if step is None:
+        incomplete = [d for d in _listdir(self.directory) if TMP_MARKER in d]
+        if incomplete:
+          raise CheckpointError(
+              f"{self.directory} holds only incomplete checkpoints {incomplete} (a save was "
+              "interrupted); delete them to start the run over")
+        return state
+    elif step not in self._manager.all_steps():
+      raise CheckpointError(
+          f"no checkpoint for step {step} in {self.directory}; available: "
+          f"{list(self._manager.all_steps())}")
+    try:
+      restored = self._manager.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
+    except Exception as e:  # orbax raises many types for unreadable data; name the checkpoint.
+      raise CheckpointError(
+          f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored: "
+          f"{type(e).__name__}: {e}") from e
+    logging.info("Restored checkpoint of step %d from %s", step, self.directory)
+    return restored
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _listdir(directory: str) -> list[str]:
+  return sorted(os.listdir(directory)) if os.path.isdir(directory) else []

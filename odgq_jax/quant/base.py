@@ -1,0 +1,116 @@
+"""The quantizer interface and the registry of quantizers by name.
+
+A quantizer is a frozen (hence hashable) dataclass holding its options, e.g. the bit-width. Calling
+it maps a float tensor to its quantized (fake-quantized, still float) value; the gradient is defined
+by an explicit `jax.custom_vjp` straight-through estimator (STE) in the quantizer's module.
+
+Quantizers with learnable parameters (PACT's clipping level, LSQ's step size) describe them with
+`init_params(x)`, which returns their initial values given the first tensor they see; the layer that
+owns the quantizer stores them as Flax parameters and passes them back on every call. Stateless
+quantizers return `{}`.
+
+Conventions (all quantizers):
+
+| quantity       | convention                                                              |
+|----------------|-------------------------------------------------------------------------|
+| rounding       | round half to even (`jnp.round`)                                        |
+| signed k-bit   | symmetric integer levels -(2^(k-1) - 1) .. 2^(k-1) - 1 (2^k - 1 levels) |
+| unsigned k-bit | integer levels 0 .. 2^k - 1 (2^k levels)                                |
+| weight axes    | Flax layout: the output channel is the last axis; per-channel scales    |
+|                | reduce over all other axes (keepdims), zero scales are guarded          |
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import jax
+import jax.numpy as jnp
+
+Params = Mapping[str, jax.Array]
+
+MIN_BITS = 2
+MAX_BITS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantizer(abc.ABC):
+  """Base class: a frozen dataclass of options; `__call__(x, params)` fake-quantizes x."""
+
+  def init_params(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Initial values of the learnable parameters, given the first input `x`."""
+    del x
+    return {}
+
+  @abc.abstractmethod
+  def __call__(self, x: jax.Array, params: Params | None = None) -> jax.Array:
+    """Returns the quantized value of `x` (same shape and dtype)."""
+
+
+def check_bits(bits: int, name: str, low: int = MIN_BITS, high: int = MAX_BITS) -> None:
+  """Raises ValueError unless `low <= bits <= high`."""
+  if not isinstance(bits, int) or isinstance(bits, bool) or not low <= bits <= high:
+    raise ValueError(
+        f"quantizer {name!r}: bits must be an integer in [{low}, {high}], got {bits!r}")
+
+
+def check_choice(value: Any, option: str, allowed: Sequence[Any], name: str) -> None:
+  """Raises ValueError unless `value` is one of `allowed` (booleans must be real bools)."""
+  if not any(type(value) is type(choice) and value == choice for choice in allowed):
+    raise ValueError(
+        f"quantizer {name!r}: {option} must be one of {list(allowed)}, got {value!r}")
+
+
+def output_channel_axes(x: jax.Array, per_channel: bool) -> tuple[int, ...]:
+  """Axes a scale reduces over: all but the last (output channel) one, or all of them."""
+  return tuple(range(x.ndim - 1)) if per_channel else tuple(range(x.ndim))
+
+
+def param_dtype(x: jax.Array) -> jnp.dtype:
+  """Dtype of learnable parameters for input `x`: at least float32, even for bfloat16 inputs."""
+  return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def get_param(params: Params | None, key: str, name: str) -> jax.Array:
+  """Returns `params[key]`, or raises ValueError saying that `init_params` provides it."""
+  if params is None or key not in params:
+    raise ValueError(
+        f"quantizer {name!r} needs params[{key!r}]; create it with `init_params(x)`, got "
+        f"params with keys {sorted(params or {})}")
+  return jnp.asarray(params[key])
+
+
+QUANTIZERS: dict[str, type[Quantizer]] = {}
+
+Q = TypeVar("Q", bound=type[Quantizer])
+
+
+def register(name: str) -> Callable[[Q], Q]:
+  """Class decorator: makes the quantizer available to `make_quantizer(name, ...)`."""
+
+  def decorate(cls: Q) -> Q:
+    if name in QUANTIZERS:
+      raise ValueError(f"quantizer name {name!r} registered twice")
+    QUANTIZERS[name] = cls
+    return cls
+
+  return decorate
+
+
+def make_quantizer(name: str, **options: Any) -> Quantizer:
+  """Builds the registered quantizer `name` with `options` (e.g. `bits=4`).
+
+  Raises:
+    ValueError: unknown name (the message lists the registered ones), an unknown option, or an
+      option out of range (e.g. bits outside [2, 8]).
+  """
+  if name not in QUANTIZERS:
+    raise ValueError(f"unknown quantizer {name!r}; registered quantizers: {sorted(QUANTIZERS)}")
+  cls = QUANTIZERS[name]
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(options) - fields
+  if unknown:
+    raise ValueError(
+        f"quantizer {name!r} has no option(s) {sorted(unknown)}; its options: {sorted(fields)}")
+  return cls(**options)

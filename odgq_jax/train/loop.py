@@ -1,0 +1,129 @@
+"""`train_and_evaluate`: the training run, resumable from its workdir.
+
+One compiled train step over the device mesh, fed by the deterministic input pipeline; periodic
+log lines (loss, accuracy, learning rate, images/s, ETA), TensorBoard summaries, evaluation every
+`eval_every_epochs`, and orbax checkpoints every `checkpoint_every_steps`, at each evaluation and at
+the end. Started again on the same workdir, a run continues from its latest checkpoint with the same
+step, data order, random numbers and learning-rate position.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import ml_collections
+from clu import metric_writers
+
+from odgq_jax import checkpointing
+from odgq_jax import models
+from odgq_jax import parallel
+from odgq_jax.data import input_pipeline
+from odgq_jax.train import optimizer
+from odgq_jax.train import state as state_lib
+from odgq_jax.train import steps
+
+
+def evaluate(eval_step: Callable[..., Any], state: state_lib.TrainState,
+             batches: Iterator[dict[str, jax.Array]]) -> dict[str, float]:
+  """Clean loss and accuracy over every example of the eval split (padding masked out)."""
+  eval_metrics = None
+  for batch in batches:
+    batch_metrics = eval_step(state, batch)
+    eval_metrics = batch_metrics if eval_metrics is None else eval_metrics.merge(batch_metrics)
+  return {k: float(v) for k, v in eval_metrics.compute().items()}
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
+  """Trains `config`'s model in `workdir` (resuming from its checkpoints) and returns the state."""
+  mesh = parallel.create_mesh()
+  parallel.check_batch_divides(config.batch_size, mesh, "batch_size")
+  parallel.check_batch_divides(config.eval_batch_size, mesh, "eval_batch_size")
+  info = input_pipeline.get_dataset_info(config)
+  steps_per_epoch = input_pipeline.steps_per_epoch(config)
+  total_steps = int(config.num_epochs * steps_per_epoch)
+  eval_every_steps = max(1, int(config.eval_every_epochs * steps_per_epoch))
+
+  model = models.create_model_from_config(config.model, info.num_classes)
+  learning_rate_fn = optimizer.create_learning_rate_fn(config, steps_per_epoch)
+  tx = optimizer.create_optimizer(config, learning_rate_fn)
+
+  checkpointing.save_or_check_config(config, workdir)
+  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  resume_step = checkpointer.latest_step() or 0
+
+  local_batches = input_pipeline.train_batches(config, start_step=resume_step)
+  first_batch = next(local_batches)
+  sample_images = parallel.make_global_batch(first_batch, mesh)["image"]
+  state = state_lib.create_train_state(
+      jax.random.PRNGKey(config.seed), model, tx, sample_images, mesh)
+  state = checkpointer.restore(state)
+  start_step = int(state.step)
+  train_step, eval_step = steps.compile_steps(mesh, learning_rate_fn, config.label_smoothing)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info("%s on %s: %d parameters, %d devices, global batch %d, %d steps per epoch, "
+               "steps %d -> %d", config.model.name, config.dataset, num_params, mesh.size,
+               config.batch_size, steps_per_epoch, start_step, total_steps)
+  if start_step >= total_steps:
+    logging.info("Nothing to do: the checkpoint is at step %d of %d.", start_step, total_steps)
+    return state
+
+  batches = parallel.prefetch_to_mesh(itertools.chain([first_batch], local_batches), mesh)
+  eval_batches = lambda: parallel.prefetch_to_mesh(input_pipeline.eval_batches(config), mesh)
+  train_metrics = None
+  interval_start, interval_steps = time.perf_counter(), 0
+  step = start_step
+  try:
+    for step, batch in zip(range(start_step + 1, total_steps + 1), batches):
+      state, step_metrics = train_step(state, batch)
+      train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+      interval_steps += 1
+      if step == start_step + 1:
+        jax.block_until_ready(state)
+        logging.info("First step (compilation included) took %.1f s.",
+                     time.perf_counter() - interval_start)
+        interval_start, interval_steps = time.perf_counter(), 0
+
+      if step % config.log_every_steps == 0 or step == total_steps:
+        summary = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
+        train_metrics = None
+        seconds_per_step = (time.perf_counter() - interval_start) / max(interval_steps, 1)
+        summary["images_per_second"] = config.batch_size / seconds_per_step
+        writer.write_scalars(step, summary)
+        logging.info(
+            "step %d/%d (epoch %.2f) | loss %.4f acc %.4f lr %.4g | %.1f img/s | ETA %s", step,
+            total_steps, step / steps_per_epoch, summary["train_loss"], summary["train_accuracy"],
+            summary["train_learning_rate"], summary["images_per_second"],
+            _format_duration(seconds_per_step * (total_steps - step)))
+        interval_start, interval_steps = time.perf_counter(), 0
+
+      eval_accuracy = None
+      if step % eval_every_steps == 0 or step == total_steps:
+        eval_start = time.perf_counter()
+        eval_summary = evaluate(eval_step, state, eval_batches())
+        eval_accuracy = eval_summary["accuracy"]
+        writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_summary.items()})
+        logging.info("eval at step %d on %s: loss %.4f accuracy %.4f (%.1f s)", step,
+                     config.eval_split, eval_summary["loss"], eval_accuracy,
+                     time.perf_counter() - eval_start)
+        interval_start += time.perf_counter() - eval_start  # throughput excludes evaluation
+      if eval_accuracy is not None or step % config.checkpoint_every_steps == 0:
+        checkpointer.save(state, eval_accuracy)
+  finally:
+    checkpointer.wait_until_finished()
+    writer.flush()
+  if train_step._cache_size() != 1:  # pylint: disable=protected-access
+    logging.warning("The train step was compiled %d times.", train_step._cache_size())
+  logging.info("Done at step %d; best checkpoint: step %s.", step, checkpointer.best_step())
+  checkpointer.close()
+  return state

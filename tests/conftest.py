@@ -1,0 +1,10 @@
+"""Test set-up: four fake CPU devices, so that data-parallel code is tested as on a 4-chip host.
+
+The flag must be set before JAX initialises its backend, hence here, before any test imports jax.
+Single-device behaviour is tested on a one-device mesh built from `jax.devices()[:1]`.
+"""
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,100 @@
+"""`launch/train.py` end to end with the smoke config: a run, a kill -9 and resume, and bad input.
+
+These run the launcher as a user does, in a subprocess, on the offline CIFAR-10 copy beside the
+checkout (skipped where it is absent).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TFDS = REPO.parent / "shared" / "tensorflow_datasets" / "cifar10_jpeg"
+pytestmark = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no offline CIFAR-10 copy")
+
+SMOKE_STEPS = 16  # 512 images / batch 64 * 2 epochs
+
+
+def launch(workdir, *overrides):
+  return subprocess.Popen(
+      [sys.executable, str(REPO / "launch" / "train.py"), "--config",
+       str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir), *overrides],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+def run_to_end(workdir, *overrides):
+  proc = launch(workdir, *overrides)
+  output, _ = proc.communicate(timeout=600)
+  return proc.returncode, output
+
+
+def finished_steps(workdir):
+  directory = Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
+def final_params(workdir):
+  step = finished_steps(workdir)[-1]
+  restored = ocp.StandardCheckpointer().restore(Path(workdir) / "checkpoints" / str(step))
+  return step, restored
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  code, output = run_to_end(workdir)
+  assert code == 0, output
+  return workdir, output
+
+
+def test_smoke_run_logs_progress_and_checkpoints(uninterrupted):
+  workdir, output = uninterrupted
+  assert f"step {SMOKE_STEPS}/{SMOKE_STEPS}" in output
+  assert "img/s" in output and "ETA" in output
+  assert "eval at step" in output
+  assert (workdir / "config.json").is_file()
+  assert finished_steps(workdir)[-1] == SMOKE_STEPS
+  assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard event file"
+
+
+def test_kill_and_resume_gives_the_same_result(uninterrupted, tmp_path):
+  workdir = tmp_path / "killed"
+  proc = launch(workdir)
+  deadline = time.time() + 300
+  while not finished_steps(workdir) and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.2)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = finished_steps(workdir)[-1]
+  assert killed_at < SMOKE_STEPS
+
+  code, output = run_to_end(workdir)
+  assert code == 0, output
+  assert f"Restored checkpoint of step {killed_at}" in output or "Restored checkpoint" in output
+  step_a, params_a = final_params(uninterrupted[0])
+  step_b, params_b = final_params(workdir)
+  assert step_a == step_b == SMOKE_STEPS
+  flat_a, flat_b = ocp.tree.to_flat_dict(params_a), ocp.tree.to_flat_dict(params_b)
+  assert flat_a.keys() == flat_b.keys()
+  for key in flat_a:
+    np.testing.assert_allclose(flat_a[key], flat_b[key], rtol=1e-5, atol=1e-6, err_msg=str(key))
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+  code, output = run_to_end(tmp_path, "--config.learning_rat=0.1")
+  assert code != 0
+  assert "learning_rat" in output
+
+
+def test_bits_out_of_range_is_an_error(tmp_path):
+  code, output = run_to_end(tmp_path, "--config.model.weight_quantizer.bits=9")
+  assert code != 0
+  assert "bits must be an integer in [2, 8]" in output

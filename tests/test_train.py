@@ -1,0 +1,172 @@
+"""The train state, optimizer, compiled steps and checkpoints, on a tiny model and synthetic data."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from odgq_jax import checkpointing
+from odgq_jax import models
+from odgq_jax import parallel
+from odgq_jax import train
+
+BATCH = 16
+
+
+def tiny_config():
+  config = default_config.get_config()
+  config.model.name = "tiny"
+  config.model.weight_quantizer = default_config.quantizer("uniform", 4)
+  config.model.act_quantizer = default_config.quantizer("lsq", 4)
+  config.model.first_last_weight_quantizer = default_config.quantizer("uniform", 8)
+  config.model.first_last_act_quantizer = default_config.quantizer("lsq", 8)
+  config.num_epochs = 1
+  config.warmup_epochs = 0.0
+  config.learning_rate = 0.05
+  return config
+
+
+def synthetic_batches(num_batches, seed=0):
+  """Learnable synthetic data: the label is which image quadrant is brightest."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(num_batches):
+    images = rng.uniform(0, 0.5, size=(BATCH, 8, 8, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, size=BATCH).astype(np.int32)
+    for i, label in enumerate(labels):
+      r, c = divmod(int(label), 2)
+      images[i, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 0.5
+    out.append({"image": images, "label": labels})
+  return out
+
+
+def make_state(config, mesh, steps_per_epoch=20):
+  model = models.create_model_from_config(config.model, num_classes=4)
+  lr_fn = train.create_learning_rate_fn(config, steps_per_epoch)
+  tx = train.create_optimizer(config, lr_fn)
+  sample = parallel.make_global_batch(synthetic_batches(1)[0], mesh)["image"]
+  state = train.create_train_state(jax.random.PRNGKey(0), model, tx, sample, mesh)
+  return state, lr_fn
+
+
+def run_steps(mesh, num_steps, config=None):
+  config = config or tiny_config()
+  state, lr_fn = make_state(config, mesh)
+  train_step, _ = train.compile_steps(mesh, lr_fn)
+  losses = []
+  for batch in synthetic_batches(num_steps):
+    state, metrics = train_step(state, parallel.make_global_batch(batch, mesh))
+    losses.append(float(metrics.compute()["loss"]))
+  return state, losses, train_step
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_zero():
+  config = tiny_config()
+  config.num_epochs, config.warmup_epochs, config.learning_rate = 4, 1, 0.1
+  lr = train.create_learning_rate_fn(config, steps_per_epoch=10)
+  assert float(lr(0)) == 0.0
+  assert float(lr(5)) == pytest.approx(0.05)
+  assert float(lr(10)) == pytest.approx(0.1)
+  assert float(lr(25)) == pytest.approx(0.05, abs=1e-6)
+  assert float(lr(40)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_warmup_longer_than_training_is_an_error():
+  config = tiny_config()
+  config.num_epochs, config.warmup_epochs = 1, 2
+  with pytest.raises(ValueError, match="warmup_epochs"):
+    train.create_learning_rate_fn(config, steps_per_epoch=10)
+
+
+def test_weight_decay_only_on_kernels():
+  state, _ = make_state(tiny_config(), parallel.create_mesh(jax.devices()[:1]))
+  mask = train.optimizer.weight_decay_mask(state.params)
+  flat = jax.tree_util.tree_flatten_with_path(mask)[0]
+  decayed = {jax.tree_util.keystr(path) for path, m in flat if m}
+  not_decayed = {jax.tree_util.keystr(path) for path, m in flat if not m}
+  assert decayed and all(p.endswith("['kernel']") for p in decayed)
+  assert any("step" in p for p in not_decayed)  # LSQ step sizes are not decayed
+  assert any("scale" in p for p in not_decayed)  # nor BatchNorm scales
+
+
+def test_a_few_steps_reduce_the_loss():
+  _, losses, _ = run_steps(parallel.create_mesh(jax.devices()[:1]), 30)
+  assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+def test_four_devices_match_one_device_and_compile_once():
+  assert jax.device_count() >= 4, "tests/conftest.py sets 4 fake CPU devices"
+  state1, losses1, _ = run_steps(parallel.create_mesh(jax.devices()[:1]), 4)
+  state4, losses4, step4 = run_steps(parallel.create_mesh(jax.devices()[:4]), 4)
+  np.testing.assert_allclose(losses1, losses4, rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(state1.params), jax.tree.leaves(state4.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(state1.batch_stats), jax.tree.leaves(state4.batch_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert step4._cache_size() == 1  # compiled once for all four steps
+
+
+def test_batch_that_does_not_split_over_devices_is_an_error():
+  with pytest.raises(ValueError, match="batch_size=6 does not divide evenly over the 4 devices"):
+    parallel.check_batch_divides(6, parallel.create_mesh(jax.devices()[:4]))
+
+
+def test_eval_step_masks_padding():
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  state, lr_fn = make_state(tiny_config(), mesh)
+  _, eval_step = train.compile_steps(mesh, lr_fn)
+  batch = synthetic_batches(1)[0]
+  logits = state.apply_fn(state.variables, batch["image"], train=False)
+  correct = np.asarray(logits.argmax(-1) == batch["label"])
+  mask = np.arange(BATCH) < 5
+  result = train.evaluate(eval_step, state, iter([parallel.make_global_batch(
+      dict(batch, mask=mask), mesh)]))
+  assert result["accuracy"] == pytest.approx(correct[:5].mean())
+
+
+def test_checkpoint_round_trip(tmp_path):
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  state, _, _ = run_steps(mesh, 3)
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  checkpointer.save(state)
+  checkpointer.wait_until_finished()
+  fresh, _ = make_state(tiny_config(), mesh)
+  restored = checkpointer.restore(fresh)
+  assert int(restored.step) == 3
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  state, _, _ = run_steps(mesh, 2)
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  checkpointer.save(state)
+  checkpointer.wait_until_finished()
+  step_dir = os.path.join(checkpointer.directory, "2")
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      if name != "_CHECKPOINT_METADATA":
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+  fresh, _ = make_state(tiny_config(), mesh)
+  with pytest.raises(checkpointing.CheckpointError, match="cannot be restored"):
+    checkpointing.Checkpointer(str(tmp_path), keep=2).restore(fresh)
+
+
+def test_missing_step_is_a_clear_error(tmp_path):
+  state, _ = make_state(tiny_config(), parallel.create_mesh(jax.devices()[:1]))
+  with pytest.raises(checkpointing.CheckpointError, match="no checkpoint for step 7"):
+    checkpointing.Checkpointer(str(tmp_path), keep=2).restore(state, step=7)
+
+
+def test_resuming_with_a_different_config_is_an_error(tmp_path):
+  config = tiny_config()
+  checkpointing.save_or_check_config(config, str(tmp_path))
+  config.log_every_steps = 7  # run control: allowed to change
+  checkpointing.save_or_check_config(config, str(tmp_path))
+  config.learning_rate = 0.3
+  with pytest.raises(checkpointing.CheckpointError, match="learning_rate"):
+    checkpointing.save_or_check_config(config, str(tmp_path))
