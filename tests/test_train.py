@@ -24,7 +24,7 @@ def tiny_config():
   config.model.first_last_act_quantizer = default_config.quantizer("lsq", 8)
   config.num_epochs = 1
   config.warmup_epochs = 0.0
-  config.learning_rate = 0.05
+  config.learning_rate = 0.1
   return config
 
 
@@ -42,7 +42,7 @@ def synthetic_batches(num_batches, seed=0):
   return out
 
 
-def make_state(config, mesh, steps_per_epoch=20):
+def make_state(config, mesh, steps_per_epoch=40):
   model = models.create_model_from_config(config.model, num_classes=4)
   lr_fn = train.create_learning_rate_fn(config, steps_per_epoch)
   tx = train.create_optimizer(config, lr_fn)

@@ -44,14 +44,15 @@ class TrainState(flax.struct.PyTreeNode):
 
 def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
                        sample_images: jax.Array, mesh: Mesh) -> TrainState:
-  """Initialises the model on `sample_images` (a real batch: LSQ step sizes start from its data).
+  """Initialises the model on `sample_images`, a real training batch, replicated over the mesh.
 
-  The state is created directly replicated over the mesh.
+  The model runs in train mode, so that data-initialised quantizer parameters (LSQ step sizes) start
+  from the activations the layers see in training (normalised by batch statistics).
   """
   init_rng, run_rng = jax.random.split(rng)
 
   def init(images):
-    variables = model.init(init_rng, images, train=False)
+    variables = model.init(init_rng, images, train=True)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),

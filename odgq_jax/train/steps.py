@@ -1,9 +1,10 @@
 """The compiled train and eval steps, their loss and their metrics.
 
+(No `from __future__ import annotations` here: clu reads the metric classes from the annotations.)
+
 `train_step(state, batch)` and `eval_step(state, batch)` are pure functions; `compile_steps` jits them
 once over the device mesh (batch sharded on `data`, state replicated and donated).
 """
-from __future__ import annotations
 
 import functools
 from typing import Any, Callable

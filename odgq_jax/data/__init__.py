@@ -1,0 +1,1 @@
+"""Input pipelines: `input_pipeline` turns TFDS image datasets into deterministic numpy batches."""
