@@ -10,6 +10,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from odgq_jax import logs
 from odgq_jax import train
 
 FLAGS = flags.FLAGS
@@ -24,6 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logs.quiet_library_logs()
   if FLAGS.distributed:
     jax.distributed.initialize()
   logging.info("JAX process %d of %d, devices: %s", jax.process_index(), jax.process_count(),

@@ -8,3 +8,8 @@ import os
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Tests run tiny models for a few steps, so compilation dominates: skip XLA's expensive passes.
+jax.config.update("jax_disable_most_optimizations", True)

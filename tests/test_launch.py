@@ -42,7 +42,7 @@ def finished_steps(workdir):
 
 def final_params(workdir):
   step = finished_steps(workdir)[-1]
-  restored = ocp.StandardCheckpointer().restore(Path(workdir) / "checkpoints" / str(step))
+  restored = ocp.StandardCheckpointer().restore(Path(workdir) / "checkpoints" / str(step) / "default")
   return step, restored
 
 

@@ -1,0 +1,299 @@
+"""Gradient attacks: FGSM, PGD (with CW-inf and PGD++ as options), MIM and DI-MI-FGSM.
+
+All of them are one loop, `_iterative_attack`: from x_0 (the image, or a random point of the
+ball), for t = 0 .. T - 1,
+  g_t     = grad_x loss(logits_fn(D_t(x_t)), y)            D_t = identity or input diversity,
+  m_{t+1} = mu * m_t + g_t / ||g_t||_1                      (m_0 = 0),
+  x_{t+1} = P(x_t + alpha * u(m_{t+1})),
+with u(m) = sign(m) for L-inf and m / ||m||_2 for L2, and P the projection onto the eps-ball
+intersected with [0, 1]. Norms are per example. With mu = 0 the direction is that of g_t, so
+this is PGD; with mu > 0 it is MIM.
+
+| attack     | start  | alpha          | T  | mu  | loss | paper                            |
+|------------|--------|----------------|----|-----|------|----------------------------------|
+| FGSM       | x      | eps            | 1  | 0   | CE   | Goodfellow et al. 2015           |
+| PGD        | random | step_size      | T  | 0   | any  | Madry et al. 2018                |
+| CW-inf     | random | step_size      | T  | 0   | CW   | Carlini & Wagner 2017 (loss)     |
+| PGD++      | random | step_size      | T  | 0   | CE on temperature-scaled logits   |
+|            |        |                |    |     |      | Gupta & Ajanthan 2022            |
+| MIM        | x      | eps / T        | T  | 1.0 | CE   | Dong et al. 2018                 |
+| DI-MI-FGSM | x      | eps / T        | T  | 1.0 | CE, D_t = input diversity, p 0.5  |
+|            |        |                |    |     |      | Xie et al. 2019                  |
+
+Which point is returned is decided by `selection`: with `track_every_step` every iterate x_0 ..
+x_T of every restart is a candidate, otherwise only each restart's final iterate x_T.
+
+Cost per restart, in passes over the batch: T forward+backward, plus 1 forward for x_T unless
+it is the only candidate (one restart, `track_every_step` off: FGSM costs exactly one
+forward+backward), plus T forwards when both input diversity and `track_every_step` are on (the
+candidates are judged on the untransformed iterates). PGD++ with temperature "auto" adds one
+forward on the clean images.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from odgq_jax.attacks.diversity import input_diversity
+from odgq_jax.attacks.losses import LOSSES, LogitsFn, check_loss_name, loss_and_input_gradient
+from odgq_jax.attacks.projection import (NORM_FLOOR, per_example, per_example_norm, project_l2,
+                                         project_linf, random_l2_start, random_linf_start)
+from odgq_jax.attacks.selection import best_over_restarts, keep_better, no_incumbent
+
+# norm name -> (projection, random start).
+NORMS = {
+    "linf": (project_linf, random_linf_start),
+    "l2": (project_l2, random_l2_start),
+}
+
+DEFAULT_EPS = 8 / 255
+
+
+@dataclasses.dataclass(frozen=True)
+class FGSMSettings:
+  """Options of FGSM: x + eps * sign(grad_x CE), clipped to [0, 1].
+
+  Attributes:
+    eps: L-inf radius.
+  """
+  eps: float = DEFAULT_EPS
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDSettings:
+  """Options of PGD, of CW-inf (loss "cw") and of PGD++ (temperature "auto").
+
+  PGD: Madry et al. 2018, "Towards deep learning models resistant to adversarial attacks".
+  PGD++ (Gupta & Ajanthan 2022, "Improved gradient-based adversarial attacks for quantized
+  networks") attacks softmax(beta * z) instead of softmax(z): binary networks often have saturated
+  softmax outputs whose cross-entropy gradient vanishes, and a positive beta keeps the decision
+  boundary. Their variants choose beta from Jacobian or Hessian norms; this is the simple one,
+  beta chosen so that the scaled softmax is neither saturated nor flat. With temperature "auto",
+  per example, from the logits z of the clean image and with spread = max_j z_j - min_j z_j,
+    beta = log((1 - q) (K - 1) / q) / spread      (beta = 1 if spread = 0),
+  held fixed through all steps and restarts. Then every class is within beta * spread of the top
+  one, so the top class probability is at most 1 - q (not saturated), while the top and bottom
+  probabilities differ by the factor (1 - q)(K - 1) / q (891 for K = 10, q = 0.01: not flat).
+  A number T as temperature fixes beta = 1 / T for all examples.
+
+  Attributes:
+    eps: radius of the ball.
+    step_size: alpha, the length of each step in the norm of the ball.
+    num_steps: T, the number of gradient steps per restart.
+    num_restarts: number of runs from independent random starts.
+    norm: "linf" (sign steps) or "l2" (L2-normalised steps).
+    loss: "ce", "cw" (CW-inf) or "dlr" (see `losses`).
+    random_start: start from a uniform random point of the ball (else from the image).
+    temperature: T > 0, the logits are divided by it, or "auto" for the PGD++ rule above.
+    softmax_off_top_mass: q, the probability the "auto" scaled softmax leaves off the top class
+      at least.
+    track_every_step: every iterate is a candidate (else only each restart's final one).
+  """
+  eps: float = DEFAULT_EPS
+  step_size: float = 2 / 255
+  num_steps: int = 20
+  num_restarts: int = 1
+  norm: str = "linf"
+  loss: str = "ce"
+  random_start: bool = True
+  temperature: float | str = 1.0
+  softmax_off_top_mass: float = 0.01
+  track_every_step: bool = True
+
+  def __post_init__(self):
+    if self.norm not in NORMS:
+      raise ValueError(f"pgd: norm must be one of {sorted(NORMS)}, got {self.norm!r}")
+    check_loss_name(self.loss, "pgd")
+    if isinstance(self.temperature, str):
+      if self.temperature != "auto":
+        raise ValueError(f"pgd: temperature must be a positive number or 'auto', got "
+                         f"{self.temperature!r}")
+    elif not self.temperature > 0:
+      raise ValueError(f"pgd: temperature must be positive, got {self.temperature!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MIMSettings:
+  """Options of MIM and, with diversity_probability > 0, of DI-MI-FGSM.
+
+  MIM: Dong et al. 2018, "Boosting adversarial attacks with momentum". DI-MI-FGSM: Xie et al.
+  2019, "Improving transferability of adversarial examples with input diversity" (see
+  `diversity`).
+
+  The step size is eps / num_steps, so that the last step can reach the boundary of the ball.
+
+  Attributes:
+    eps: L-inf radius.
+    num_steps: T, the number of gradient steps.
+    decay: mu, the decay of the accumulated normalised gradient.
+    loss: "ce", "cw" or "dlr" (see `losses`).
+    diversity_probability: p, the probability of the input diversity transform at each step.
+    resize_factor: the largest resize of the input diversity transform, relative to the input.
+    track_every_step: every iterate is a candidate (else only the final one).
+  """
+  eps: float = DEFAULT_EPS
+  num_steps: int = 10
+  decay: float = 1.0
+  loss: str = "ce"
+  diversity_probability: float = 0.0
+  resize_factor: float = 1.1
+  track_every_step: bool = True
+
+  def __post_init__(self):
+    check_loss_name(self.loss, "mim")
+
+  @property
+  def step_size(self) -> float:
+    """alpha = eps / num_steps."""
+    return self.eps / self.num_steps
+
+
+def temperature_scaled(logits_fn: LogitsFn, images: jax.Array, temperature: float | str,
+                       softmax_off_top_mass: float) -> LogitsFn:
+  """`logits_fn` with its logits multiplied by beta (see `PGDSettings` for the PGD++ rule).
+
+  Args:
+    logits_fn: the model.
+    images: the clean images [N, ...]; "auto" sets beta per example from their logits, so the
+      returned function must be called on batches of these N examples in this order.
+    temperature: T > 0 (beta = 1 / T) or "auto".
+    softmax_off_top_mass: q of the "auto" rule.
+  """
+  if temperature != "auto":
+    return lambda x: logits_fn(x) / temperature
+  clean_logits = jax.lax.stop_gradient(logits_fn(images))
+  num_classes = clean_logits.shape[-1]
+  spread = jnp.max(clean_logits, axis=1) - jnp.min(clean_logits, axis=1)
+  scaled_spread = jnp.log((1 - softmax_off_top_mass) * (num_classes - 1) / softmax_off_top_mass)
+  beta = jnp.where(spread > 0, scaled_spread / spread, 1.0)
+  return lambda x: logits_fn(x) * beta[:, None]
+
+
+def _iterative_attack(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array,
+                      key: jax.Array, *, eps: float, step_size: float, num_steps: int,
+                      num_restarts: int, norm: str, loss: str, random_start: bool,
+                      decay: float, diversity_probability: float, resize_factor: float,
+                      track_every_step: bool) -> jax.Array:
+  """The loop of the module docstring; arguments as in the settings classes."""
+  loss_fn = LOSSES[loss]
+  project, random_start_fn = NORMS[norm]
+
+  def evaluate(adv):
+    logits = logits_fn(adv)
+    return loss_fn(logits, labels), logits
+
+  def ascent_direction(momentum):
+    if norm == "linf":
+      return jnp.sign(momentum)
+    return momentum / per_example(
+        jnp.maximum(per_example_norm(momentum, order=2), NORM_FLOOR), momentum)
+
+  def iterate(restart_key, incumbent):
+    """Runs T steps from a start drawn with `restart_key`: (x_T, incumbent)."""
+    start_key, diversity_key = jax.random.split(restart_key)
+    start = random_start_fn(start_key, images, eps) if random_start else images
+
+    def step(t, carry):
+      adv, momentum, incumbent = carry
+      if diversity_probability > 0:
+        step_key = jax.random.fold_in(diversity_key, t)
+        gradient_logits_fn = lambda x: logits_fn(
+            input_diversity(step_key, x, diversity_probability, resize_factor))
+      else:
+        gradient_logits_fn = logits_fn
+      losses, logits, gradient = loss_and_input_gradient(gradient_logits_fn, loss_fn, adv, labels)
+      if track_every_step:
+        if diversity_probability > 0:
+          losses, logits = evaluate(adv)
+        incumbent = keep_better(incumbent, adv, losses, logits, labels)
+      gradient_l1 = jnp.maximum(per_example_norm(gradient, order=1), NORM_FLOOR)
+      momentum = decay * momentum + gradient / per_example(gradient_l1, gradient)
+      adv = project(adv + step_size * ascent_direction(momentum), images, eps)
+      return adv, momentum, incumbent
+
+    final, _, incumbent = jax.lax.fori_loop(
+        0, num_steps, step, (start, jnp.zeros_like(images), incumbent))
+    return final, incumbent
+
+  if num_restarts == 1 and not track_every_step:
+    return iterate(jax.random.fold_in(key, 0), no_incumbent(images))[0]
+
+  def run_restart(restart_key, incumbent):
+    final, incumbent = iterate(restart_key, incumbent)
+    return keep_better(incumbent, final, *evaluate(final), labels)
+
+  return best_over_restarts(run_restart, images, key, num_restarts)
+
+
+def fgsm(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Array,
+         settings: FGSMSettings) -> jax.Array:
+  """FGSM (Goodfellow et al. 2015, "Explaining and harnessing adversarial examples").
+
+  clip(x + eps * sign(grad_x CE(logits_fn(x), y)), 0, 1); one forward+backward pass.
+
+  Args:
+    logits_fn: images [N, ...] in [0, 1] -> logits [N, K].
+    images: clean images [N, ...] in [0, 1].
+    labels: int labels [N].
+    key: PRNG key (unused: FGSM is deterministic; kept for the common attack signature).
+    settings: the options.
+
+  Returns:
+    Adversarial images, the shape and dtype of `images`.
+  """
+  return _iterative_attack(
+      logits_fn, images, labels, key, eps=settings.eps, step_size=settings.eps, num_steps=1,
+      num_restarts=1, norm="linf", loss="ce", random_start=False, decay=0.0,
+      diversity_probability=0.0, resize_factor=1.0, track_every_step=False)
+
+
+def pgd(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Array,
+        settings: PGDSettings) -> jax.Array:
+  """PGD with random start and restarts; CW-inf with loss "cw", PGD++ with temperature "auto".
+
+  See `PGDSettings` and the module docstring for the update and the cost.
+
+  Args:
+    logits_fn: images [N, ...] in [0, 1] -> logits [N, K].
+    images: clean images [N, ...] in [0, 1].
+    labels: int labels [N].
+    key: PRNG key of the random starts.
+    settings: the options.
+
+  Returns:
+    Adversarial images, the shape and dtype of `images`.
+  """
+  scaled_logits_fn = temperature_scaled(logits_fn, images, settings.temperature,
+                                        settings.softmax_off_top_mass)
+  return _iterative_attack(
+      scaled_logits_fn, images, labels, key, eps=settings.eps, step_size=settings.step_size,
+      num_steps=settings.num_steps, num_restarts=settings.num_restarts, norm=settings.norm,
+      loss=settings.loss, random_start=settings.random_start, decay=0.0,
+      diversity_probability=0.0, resize_factor=1.0,
+      track_every_step=settings.track_every_step)
+
+
+def mim(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Array,
+        settings: MIMSettings) -> jax.Array:
+  """MIM, momentum iterative FGSM, and with input diversity DI-MI-FGSM.
+
+  See `MIMSettings` and the module docstring for the update and the cost.
+
+  Args:
+    logits_fn: images [N, H, W, C] in [0, 1] -> logits [N, K].
+    images: clean images [N, H, W, C] in [0, 1].
+    labels: int labels [N].
+    key: PRNG key of the input diversity transforms.
+    settings: the options.
+
+  Returns:
+    Adversarial images, the shape and dtype of `images`.
+  """
+  return _iterative_attack(
+      logits_fn, images, labels, key, eps=settings.eps, step_size=settings.step_size,
+      num_steps=settings.num_steps, num_restarts=1, norm="linf", loss=settings.loss,
+      random_start=False, decay=settings.decay,
+      diversity_probability=settings.diversity_probability,
+      resize_factor=settings.resize_factor, track_every_step=settings.track_every_step)
