@@ -3,6 +3,7 @@
 Layout of a workdir:
 
   workdir/config.json        the run's config (checked when the run is resumed)
+  workdir/dataset_info.json  class count and image shape, so that a checkpoint loads without the data
   workdir/checkpoints/<step>/ orbax checkpoints: the last `keep` ones and the best by eval accuracy
 
 A run resumes from the latest complete checkpoint. Anything that would make it silently start over
@@ -22,6 +23,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 CONFIG_FILE = "config.json"
+DATASET_INFO_FILE = "dataset_info.json"
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_METRIC = "accuracy"
 TMP_MARKER = ".orbax-checkpoint-tmp"
@@ -31,8 +33,8 @@ RUN_CONTROL_KEYS = frozenset(
     {"log_every_steps", "eval_every_epochs", "checkpoint_every_steps", "keep_checkpoints"})
 
 
-class CheckpointError(RuntimeError):
-  """A checkpoint or workdir that cannot be resumed from, with the reason and the path."""
+class CheckpointError(ValueError):
+  """A checkpoint or workdir that cannot be resumed from or loaded, with the reason and the path."""
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -75,16 +77,35 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
       json.dump(current, f, indent=2)
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config saved in `workdir/config.json`."""
-  path = os.path.join(workdir, CONFIG_FILE)
+def _read_json(workdir: str, name: str) -> Any:
+  path = os.path.join(workdir, name)
+  if not os.path.isdir(workdir):
+    raise CheckpointError(f"{workdir!r} is not a directory (expected a --workdir of train.py)")
   if not os.path.exists(path):
-    raise CheckpointError(f"no {CONFIG_FILE} in {workdir!r}: not a directory written by train.py")
+    raise CheckpointError(f"no {name} in {workdir!r}: not a directory written by train.py")
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      return json.load(f)
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config saved in `workdir/config.json`."""
+  return ml_collections.ConfigDict(_read_json(workdir, CONFIG_FILE))
+
+
+def save_dataset_info(num_classes: int, image_shape: tuple[int, ...], workdir: str) -> None:
+  """Writes `workdir/dataset_info.json`: what building the model for a checkpoint needs."""
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, DATASET_INFO_FILE), "w") as f:
+      json.dump({"num_classes": num_classes, "image_shape": list(image_shape)}, f)
+
+
+def load_dataset_info(workdir: str) -> tuple[int, tuple[int, ...]]:
+  """(num_classes, image_shape) saved by `save_dataset_info`."""
+  info = _read_json(workdir, DATASET_INFO_FILE)
+  return int(info["num_classes"]), tuple(int(d) for d in info["image_shape"])
 
 
 def _abstract(tree: Any) -> Any:
@@ -96,15 +117,19 @@ def _abstract(tree: Any) -> Any:
 class Checkpointer:
   """Saves the train state every so often and at the end; keeps the last K and the best one."""
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int = 1, read_only: bool = False):
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR))
+    if read_only and not os.path.isdir(self.directory):
+      raise CheckpointError(f"no checkpoints in {workdir!r} (no {CHECKPOINT_SUBDIR}/ directory)")
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=keep),
         checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
                                   keep_checkpoints_without_metrics=False),
     ])
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy))
+        self.directory,
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy, read_only=read_only,
+                                             create=not read_only))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

@@ -9,14 +9,16 @@ import optax
 import pytest
 
 from odgq_jax import attacks
-from odgq_jax.attacks import projection, square as square_module
+from odgq_jax.attacks import projection
 from odgq_jax.attacks.diversity import input_diversity
+from odgq_jax.attacks.square import square_side_lengths
 
 EPS = 8 / 255
 TOLERANCE = 1e-6
 
-# Attack loops compile in seconds on a busy CPU; without XLA's expensive passes they compile about
-# three times faster and these tiny models still run in milliseconds.
+# Attack loops compile in seconds on a busy CPU; without XLA's optimisations they compile about
+# three times faster and still run tens of steps on these tiny models in milliseconds. Square runs
+# a thousand iterations, which pay for the optimising compile.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 _COMPILED = {}
 
@@ -25,9 +27,10 @@ def _run(attack, logits_fn, images, labels, key, settings):
   """`attack` under `jax.jit` (settings static), compiled once per model, settings and shapes."""
   cache_key = (attack, logits_fn, settings, images.shape, labels.shape)
   if cache_key not in _COMPILED:
-    jitted = jax.jit(attack, static_argnums=(0, 4))
-    _COMPILED[cache_key] = jitted.lower(logits_fn, images, labels, key, settings).compile(
-        compiler_options=FAST_COMPILE)
+    lowered = jax.jit(attack, static_argnums=(0, 4)).lower(logits_fn, images, labels, key,
+                                                           settings)
+    options = {} if attack is attacks.square else FAST_COMPILE
+    _COMPILED[cache_key] = lowered.compile(compiler_options=options)
   return _COMPILED[cache_key](images, labels, key)
 
 
@@ -82,10 +85,23 @@ def _train_mlp(key, images, labels):
   return jax.lax.fori_loop(0, 300, step, (params, optimizer.init(params)))[0]
 
 
+@jax.custom_jvp
+def _forbid_derivatives(logits):
+  """The identity, raising AssertionError when differentiated."""
+  return logits
+
+
+@_forbid_derivatives.defjvp
+def _forbid_derivatives_jvp(primals, tangents):
+  raise AssertionError("the model was differentiated")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainedModels:
-  """The attacked model, an independently trained substitute and 500 test examples."""
+  """The attacked model, also wrapped to raise when differentiated, an independently trained
+  substitute and 500 test examples."""
   logits_fn: object
+  gradient_free_logits_fn: object
   substitute_logits_fn: object
   images: jax.Array
   labels: jax.Array
@@ -100,7 +116,8 @@ def trained():
   test_images, test_labels = _synthetic_split(prototypes, 500, seed=2)
   params = _train_mlp(jax.random.PRNGKey(0), train_images, train_labels)
   substitute_params = _train_mlp(jax.random.PRNGKey(1), train_images, train_labels)
-  return TrainedModels(lambda x: _mlp_logits(params, x),
+  logits_fn = lambda x: _mlp_logits(params, x)
+  return TrainedModels(logits_fn, lambda x: _forbid_derivatives(logits_fn(x)),
                        lambda x: _mlp_logits(substitute_params, x), test_images, test_labels)
 
 
@@ -216,6 +233,8 @@ def _threat_model_cases(trained):
   """name -> (attack function, model, settings, norm)."""
   cases = {name: (attack, trained.logits_fn, settings, "linf")
            for name, (attack, settings) in attacks.ATTACKS.items()}
+  cases["square"] = (attacks.square, trained.gradient_free_logits_fn,
+                     attacks.ATTACKS["square"].settings, "linf")
   cases["pgd_l2"] = (attacks.pgd, trained.logits_fn,
                      attacks.PGDSettings(eps=0.5, step_size=0.1, norm="l2"), "l2")
   for crafting in ("pgd20", "di_mi_fgsm"):
@@ -307,37 +326,26 @@ def test_sanity_checks_of_the_protocol_hold(trained):
 # Square needs no gradient.
 
 
-@jax.custom_jvp
-def _forbid_derivatives(logits):
-  return logits
-
-
-@_forbid_derivatives.defjvp
-def _forbid_derivatives_jvp(primals, tangents):
-  raise AssertionError("the model was differentiated")
-
-
 def test_square_never_differentiates_and_still_lowers_accuracy(trained):
-  guarded_logits_fn = lambda x: _forbid_derivatives(trained.logits_fn(x))
   with pytest.raises(AssertionError, match="differentiated"):
-    jax.grad(lambda x: jnp.sum(guarded_logits_fn(x)))(trained.images)
+    jax.grad(lambda x: jnp.sum(trained.gradient_free_logits_fn(x)))(trained.images)
   attack, settings = attacks.ATTACKS["square"]
-  adv = _run(attack, guarded_logits_fn, trained.images, trained.labels, jax.random.PRNGKey(7),
-             settings)
+  adv = _run(attack, trained.gradient_free_logits_fn, trained.images, trained.labels,
+             jax.random.PRNGKey(7), settings)
   clean = _accuracy(trained.logits_fn, trained.images, trained.labels)
   assert _accuracy(trained.logits_fn, adv, trained.labels) < clean - 0.3
 
 
 def test_square_schedule_halves_p_at_the_rescaled_points():
-  sides = square_module.square_side_lengths(10000, 0.8, 32, 32)
+  sides = square_side_lengths(10000, 0.8, 32, 32)
   assert sides.shape == (9999,)
   assert sides[0] == round(np.sqrt(0.8 * 1024)) and sides[10] == sides[0]
   assert sides[11] == round(np.sqrt(0.4 * 1024))
   assert sides[-1] == 1  # round(sqrt(0.8 / 512 * 1024)) = 1.
   # For 1000 queries, iteration i plays 10000 i / 1000: p halves after iteration 1.
-  short = square_module.square_side_lengths(1000, 0.8, 32, 32)
+  short = square_side_lengths(1000, 0.8, 32, 32)
   assert short[1] == sides[0] and short[2] == sides[11]
-  assert square_module.square_side_lengths(100, 1.0, 4, 4)[0] == 3  # At most H - 1.
+  assert square_side_lengths(100, 1.0, 4, 4)[0] == 3  # At most H - 1.
 
 
 # APGD's checkpoints, the input diversity transform and EOT.
@@ -351,21 +359,22 @@ def test_apgd_checkpoints_follow_the_paper():
 def test_input_diversity_keeps_shape_and_range():
   images = jax.random.uniform(jax.random.PRNGKey(0), (8, 32, 32, 3))
   key = jax.random.PRNGKey(1)
-  diverse = input_diversity(key, images, probability=1.0, resize_factor=1.1)
+  diversify = jax.jit(input_diversity, static_argnums=(2, 3))
+  diverse = diversify(key, images, 1.0, 1.1)
   assert diverse.shape == images.shape and jnp.all((diverse >= 0) & (diverse <= 1))
   assert jnp.all(jnp.max(jnp.abs(diverse - images), axis=(1, 2, 3)) > 0)
-  np.testing.assert_array_equal(input_diversity(key, images, 0.0, 1.1), images)
+  np.testing.assert_array_equal(diversify(key, images, 0.0, 1.1), images)
 
 
 def test_eot_averages_softmax_over_fresh_reproducible_draws():
   images = jax.random.uniform(jax.random.PRNGKey(0), (3, 2, 2, 1))
   logits = jnp.array([[1.0, 2.0, 0.0]] * 3)
-  deterministic = attacks.expectation_over_transformation(lambda x, key: logits, 10,
-                                                          jax.random.PRNGKey(1))
+  deterministic = jax.jit(attacks.expectation_over_transformation(lambda x, key: logits, 10,
+                                                                  jax.random.PRNGKey(1)))
   np.testing.assert_allclose(deterministic(images), jax.nn.log_softmax(logits), atol=TOLERANCE)
 
-  draws_only = attacks.expectation_over_transformation(
-      lambda x, key: jax.random.normal(key, (x.shape[0], 3)), 10, jax.random.PRNGKey(1))
+  draws_only = jax.jit(attacks.expectation_over_transformation(
+      lambda x, key: jax.random.normal(key, (x.shape[0], 3)), 10, jax.random.PRNGKey(1)))
   np.testing.assert_array_equal(draws_only(images), draws_only(images))
   assert not np.allclose(draws_only(images), draws_only(images + 1e-3))  # New input, new draws.
 
@@ -373,6 +382,6 @@ def test_eot_averages_softmax_over_fresh_reproducible_draws():
   noisy_linear = attacks.expectation_over_transformation(
       lambda x, key: x.reshape(3, 4) @ weights + jax.random.normal(key, (3, 3)), 10,
       jax.random.PRNGKey(1))
-  gradient = jax.grad(lambda x: jnp.sum(attacks.cross_entropy(noisy_linear(x), jnp.arange(3))))(
-      images)
+  gradient = jax.jit(jax.grad(
+      lambda x: jnp.sum(attacks.cross_entropy(noisy_linear(x), jnp.arange(3)))))(images)
   assert jnp.all(jnp.isfinite(gradient)) and jnp.all(jnp.any(gradient != 0, axis=(1, 2, 3)))

@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+
+import odgq_jax
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TFDS = REPO.parent / "shared" / "tensorflow_datasets" / "cifar10_jpeg"
@@ -98,3 +101,42 @@ def test_bits_out_of_range_is_an_error(tmp_path):
   code, output = run_to_end(tmp_path, "--config.model.weight_quantizer.bits=9")
   assert code != 0
   assert "bits must be an integer in [2, 8]" in output
+
+
+def test_load_classifier_gives_the_deployed_eval_mode_model(uninterrupted):
+  classifier = odgq_jax.load_classifier(str(uninterrupted[0]))
+  assert classifier.step == SMOKE_STEPS
+  assert classifier.num_classes == 10 and classifier.image_shape == (32, 32, 3)
+  images = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype(np.float32)
+  logits = classifier.logits(images)
+  assert logits.shape == (3, 10) and np.all(np.isfinite(logits))
+  np.testing.assert_allclose(jax.jit(classifier.logits_fn)(images), logits, rtol=1e-5, atol=1e-5)
+  best = odgq_jax.load_classifier(str(uninterrupted[0]), step="best")
+  assert best.step in finished_steps(uninterrupted[0])
+
+
+@pytest.mark.parametrize("images,message", [
+    (np.zeros((3, 32, 32), np.float32), r"shape \[N, 32, 32, 3\]"),
+    (np.zeros((2, 28, 28, 3), np.float32), r"shape \[N, 32, 32, 3\]"),
+    (np.zeros((2, 32, 32, 3), np.uint8), "float images"),
+    (np.full((2, 32, 32, 3), 255.0, np.float32), r"in \[0, 1\]"),
+])
+def test_load_classifier_rejects_bad_images(uninterrupted, images, message):
+  classifier = odgq_jax.load_classifier(str(uninterrupted[0]))
+  with pytest.raises(ValueError, match=message):
+    classifier.logits(images)
+
+
+def test_load_classifier_errors_name_the_problem(uninterrupted, tmp_path):
+  with pytest.raises(ValueError, match="is not a directory"):
+    odgq_jax.load_classifier(str(tmp_path / "missing"))
+  with pytest.raises(ValueError, match="no config.json"):
+    odgq_jax.load_classifier(str(tmp_path))
+  workdir = tmp_path / "no_checkpoints"
+  workdir.mkdir()
+  for name in ("config.json", "dataset_info.json"):
+    (workdir / name).write_text((uninterrupted[0] / name).read_text())
+  with pytest.raises(ValueError, match="no checkpoints"):
+    odgq_jax.load_classifier(str(workdir))
+  with pytest.raises(ValueError, match="no checkpoint for step 3"):
+    odgq_jax.load_classifier(str(uninterrupted[0]), step=3)

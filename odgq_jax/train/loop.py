@@ -56,6 +56,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   tx = optimizer.create_optimizer(config, learning_rate_fn)
 
   checkpointing.save_or_check_config(config, workdir)
+  checkpointing.save_dataset_info(info.num_classes, info.image_shape, workdir)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   resume_step = checkpointer.latest_step() or 0
 

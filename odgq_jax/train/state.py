@@ -1,7 +1,8 @@
 """The train state: everything a run needs to continue exactly where it stopped.
 
 It holds the parameters (quantizer parameters such as LSQ step sizes included), the BatchNorm
-running statistics, the optimizer state, the step and the run's base PRNG key. The per-step key is
+running statistics, the optimizer state, the step, the run's base PRNG key and the training
+method's own state (e.g. ODG-Q's perturbation bank; empty for natural training). The per-step key is
 `fold_in(rng, step)`, so a run resumed from a checkpoint draws the same random numbers.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ class TrainState(flax.struct.PyTreeNode):
   batch_stats: Any
   opt_state: optax.OptState
   rng: jax.Array  # raw uint32 key data, so that checkpoints store it as a plain array
+  method_state: Any
   apply_fn: Callable[..., Any] = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
@@ -42,13 +44,9 @@ class TrainState(flax.struct.PyTreeNode):
                         batch_stats=batch_stats, opt_state=opt_state)
 
 
-def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
-                       sample_images: jax.Array, mesh: Mesh) -> TrainState:
-  """Initialises the model on `sample_images`, a real training batch, replicated over the mesh.
-
-  The model runs in train mode, so that data-initialised quantizer parameters (LSQ step sizes) start
-  from the activations the layers see in training (normalised by batch statistics).
-  """
+def _initializer(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
+                 method_state: Any) -> Callable[[jax.Array], TrainState]:
+  """The function images -> initial TrainState (model initialised in train mode on the images)."""
   init_rng, run_rng = jax.random.split(rng)
 
   def init(images):
@@ -56,8 +54,36 @@ def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTrans
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                      rng=run_rng, apply_fn=model.apply, tx=tx)
+                      rng=run_rng, method_state=method_state, apply_fn=model.apply, tx=tx)
 
+  return init
+
+
+def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
+                       sample_images: jax.Array, mesh: Mesh,
+                       method_state: Any = None) -> TrainState:
+  """Initialises the model on `sample_images`, a real training batch, replicated over the mesh.
+
+  The model runs in train mode, so that data-initialised quantizer parameters (LSQ step sizes) start
+  from the activations the layers see in training (normalised by batch statistics).
+  `method_state` is the training method's initial state (None: natural training, no state).
+  """
+  init = _initializer(rng, model, tx, {} if method_state is None else method_state)
   abstract = jax.eval_shape(init, sample_images)
   out_shardings = jax.tree.map(lambda _: parallel.replicated_sharding(mesh), abstract)
   return jax.jit(init, out_shardings=out_shardings)(sample_images)
+
+
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                         image_shape: tuple[int, ...], mesh: Mesh,
+                         method_state: Any = None) -> TrainState:
+  """The structure, shapes and (replicated) shardings of a train state, computing nothing.
+
+  This is what a checkpoint is restored into when no state exists yet (e.g. for evaluation).
+  """
+  init = _initializer(jax.random.PRNGKey(0), model, tx,
+                      {} if method_state is None else method_state)
+  abstract = jax.eval_shape(init, jax.ShapeDtypeStruct((mesh.size, *image_shape), jnp.float32))
+  sharding = parallel.replicated_sharding(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      abstract)
