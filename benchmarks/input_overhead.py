@@ -17,6 +17,7 @@ import jax
 from ml_collections import config_flags
 
 from odgq_jax import logs
+from odgq_jax import methods
 from odgq_jax import models
 from odgq_jax import parallel
 from odgq_jax import train
@@ -42,7 +43,8 @@ def main(argv):
   real_batches = parallel.prefetch_to_mesh(input_pipeline.train_batches(config), mesh)
   memory_batch = next(real_batches)
   state = train.create_train_state(jax.random.PRNGKey(0), model, tx, memory_batch["image"], mesh)
-  train_step, _ = train.compile_steps(mesh, learning_rate_fn, config.label_smoothing)
+  train_step, _ = train.compile_steps(
+      mesh, methods.create_method(config.method, config.label_smoothing), learning_rate_fn)
   for batch in itertools.islice(real_batches, 3):  # compile, fill the pipeline's cache
     state, _ = train_step(state, batch)
   jax.block_until_ready(state)

@@ -55,6 +55,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.input_mean = CIFAR10_MEAN
   config.model.input_std = CIFAR10_STD
 
+  # Training method (odgq_jax/methods): "natural" quantization-aware training by default; the
+  # robust methods' configs replace this with their own fields.
+  config.method = ml_collections.ConfigDict({"name": "natural"})
+
   # Optimisation (odgq_jax/train/optimizer.py).
   config.num_epochs = 10
   config.learning_rate = 0.1  # peak, reached after the warm-up

@@ -21,7 +21,7 @@ from odgq_jax import checkpointing
 from odgq_jax import models
 from odgq_jax import parallel
 from odgq_jax.train import optimizer
-from odgq_jax.train import state as state_lib
+from odgq_jax import train_state as state_lib
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 

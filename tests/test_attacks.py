@@ -11,9 +11,10 @@ import pytest
 from odgq_jax import attacks
 from odgq_jax.attacks import projection
 from odgq_jax.attacks.diversity import input_diversity
-from odgq_jax.attacks.square import square_side_lengths
+from odgq_jax.attacks.selection import keep_better, no_incumbent
+from odgq_jax.attacks.square import _propose, square_side_lengths
 
-EPS = 8 / 255
+EPS = attacks.DEFAULT_EPS
 TOLERANCE = 1e-6
 
 # Attack loops compile in seconds on a busy CPU; without XLA's optimisations they compile about
@@ -348,7 +349,35 @@ def test_square_schedule_halves_p_at_the_rescaled_points():
   assert square_side_lengths(100, 1.0, 4, 4)[0] == 3  # At most H - 1.
 
 
-# APGD's checkpoints, the input diversity transform and EOT.
+def test_square_proposals_always_change_the_image():
+  # Every pixel already at +eps: a window of one pixel can only change by a sign vector other
+  # than (+, +, +), which the paper finds by redrawing and `_propose` by its direct draw.
+  images = jnp.full((64, 3, 3, 3), 0.5)
+  adv = images + EPS
+  proposal = jax.jit(_propose, static_argnums=4)(
+      jax.random.PRNGKey(0), images, adv, jnp.int32(1), EPS)
+  changed = proposal != adv
+  assert jnp.all(jnp.sum(jnp.any(changed, axis=3), axis=(1, 2)) == 1)  # One pixel per example.
+  np.testing.assert_allclose(jnp.where(changed, proposal, 0.5 - EPS), 0.5 - EPS, atol=TOLERANCE)
+
+
+# The choice among candidates, APGD's checkpoints, the input diversity transform and EOT.
+
+
+def test_the_first_misclassified_candidate_is_kept_else_the_highest_loss():
+  labels = jnp.array([0, 0, 0])
+  correct, wrong = jnp.array([[1.0, 0.0]] * 3), jnp.array([[0.0, 1.0]] * 3)
+  candidates = [(jnp.full((3, 1), value), loss, logits) for value, loss, logits in [
+      (1.0, jnp.array([1.0, 1.0, 1.0]), correct),
+      (2.0, jnp.array([2.0, 0.0, 0.5]), jnp.stack([correct[0], correct[1], wrong[2]])),
+      (3.0, jnp.array([0.0, 3.0, 9.0]), jnp.stack([correct[0], wrong[1], wrong[2]]))]]
+  incumbent = no_incumbent(jnp.zeros((3, 1)))
+  for images, loss, logits in candidates:
+    incumbent = keep_better(incumbent, images, loss, logits, labels)
+  np.testing.assert_array_equal(incumbent.images[:, 0], [2.0, 3.0, 2.0])
+  np.testing.assert_array_equal(incumbent.misclassified, [False, True, True])
+
+
 
 
 def test_apgd_checkpoints_follow_the_paper():

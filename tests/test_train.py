@@ -8,6 +8,7 @@ import pytest
 
 from configs import default as default_config
 from odgq_jax import checkpointing
+from odgq_jax import methods
 from odgq_jax import models
 from odgq_jax import parallel
 from odgq_jax import train
@@ -54,7 +55,7 @@ def make_state(config, mesh, steps_per_epoch=40):
 def run_steps(mesh, num_steps, config=None):
   config = config or tiny_config()
   state, lr_fn = make_state(config, mesh)
-  train_step, _ = train.compile_steps(mesh, lr_fn)
+  train_step, _ = train.compile_steps(mesh, methods.create_method(config.method), lr_fn)
   losses = []
   for batch in synthetic_batches(num_steps):
     state, metrics = train_step(state, parallel.make_global_batch(batch, mesh))
@@ -115,8 +116,9 @@ def test_batch_that_does_not_split_over_devices_is_an_error():
 
 def test_eval_step_masks_padding():
   mesh = parallel.create_mesh(jax.devices()[:1])
-  state, lr_fn = make_state(tiny_config(), mesh)
-  _, eval_step = train.compile_steps(mesh, lr_fn)
+  config = tiny_config()
+  state, lr_fn = make_state(config, mesh)
+  _, eval_step = train.compile_steps(mesh, methods.create_method(config.method), lr_fn)
   batch = synthetic_batches(1)[0]
   logits = state.apply_fn(state.variables, batch["image"], train=False)
   correct = np.asarray(logits.argmax(-1) == batch["label"])

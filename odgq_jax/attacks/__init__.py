@@ -15,22 +15,32 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import jax
+
 from odgq_jax.attacks.apgd import APGDSettings, apgd, checkpoints
 from odgq_jax.attacks.eot import expectation_over_transformation
 from odgq_jax.attacks.gradient import FGSMSettings, MIMSettings, PGDSettings, fgsm, mim, pgd
-from odgq_jax.attacks.losses import (LOSSES, carlini_wagner, cross_entropy,
+from odgq_jax.attacks.losses import (LOSSES, LogitsFn, carlini_wagner, cross_entropy,
                                      difference_of_logits_ratio, true_class_margin)
-from odgq_jax.attacks.projection import project_l2, project_linf, random_l2_start, random_linf_start
+from odgq_jax.attacks.projection import (DEFAULT_EPS, project_l2, project_linf, random_l2_start,
+                                         random_linf_start)
 from odgq_jax.attacks.square import SquareSettings, square
 from odgq_jax.attacks.transfer import TransferSettings, transfer_attack
 
 
+# attack(logits_fn, images, labels, key, settings) -> adversarial images.
+Attack = Callable[[LogitsFn, jax.Array, jax.Array, jax.Array, Any], jax.Array]
+
+
 class RegisteredAttack(NamedTuple):
   """An attack function and its settings; unpacks as `attack, settings = ATTACKS[name]`."""
-  attack: Callable[..., Any]
+  attack: Attack
   settings: Any
 
 
+# The quick protocol's budgets; the full protocol replaces num_restarts=10 in "pgd20" and
+# num_queries=5000 in "square". CW-inf takes PGD-20's step size; PGD++ PGD-20's budget; DI-MI-FGSM,
+# an attack for transfer, returns its final iterate (see `TransferSettings`).
 ATTACKS: dict[str, RegisteredAttack] = {
     "fgsm": RegisteredAttack(fgsm, FGSMSettings()),
     "pgd20": RegisteredAttack(pgd, PGDSettings(step_size=2 / 255, num_steps=20, num_restarts=1)),
@@ -49,8 +59,11 @@ ATTACKS: dict[str, RegisteredAttack] = {
 __all__ = [
     "ATTACKS",
     "APGDSettings",
+    "Attack",
+    "DEFAULT_EPS",
     "FGSMSettings",
     "LOSSES",
+    "LogitsFn",
     "MIMSettings",
     "PGDSettings",
     "RegisteredAttack",

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from odgq_jax.attacks.losses import LOSSES, LogitsFn, check_loss_name, loss_and_input_gradient
-from odgq_jax.attacks.projection import per_example, project_linf, random_linf_start
+from odgq_jax.attacks.projection import DEFAULT_EPS, per_example, project_linf, random_linf_start
 from odgq_jax.attacks.selection import Incumbent, best_over_restarts, keep_better
 
 # The checkpoint fractions p_j, in hundredths to keep the schedule arithmetic exact.
@@ -50,7 +50,7 @@ class APGDSettings:
     momentum: alpha, the weight of the new gradient step against the previous step.
     rho: the fraction of loss-increasing steps below which the step size is halved.
   """
-  eps: float = 8 / 255
+  eps: float = DEFAULT_EPS
   num_steps: int = 100
   loss: str = "ce"
   num_restarts: int = 1

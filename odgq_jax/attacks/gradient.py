@@ -9,16 +9,14 @@ with u(m) = sign(m) for L-inf and m / ||m||_2 for L2, and P the projection onto 
 intersected with [0, 1]. Norms are per example. With mu = 0 the direction is that of g_t, so
 this is PGD; with mu > 0 it is MIM.
 
-| attack     | start  | alpha          | T  | mu  | loss | paper                            |
-|------------|--------|----------------|----|-----|------|----------------------------------|
-| FGSM       | x      | eps            | 1  | 0   | CE   | Goodfellow et al. 2015           |
-| PGD        | random | step_size      | T  | 0   | any  | Madry et al. 2018                |
-| CW-inf     | random | step_size      | T  | 0   | CW   | Carlini & Wagner 2017 (loss)     |
-| PGD++      | random | step_size      | T  | 0   | CE on temperature-scaled logits   |
-|            |        |                |    |     |      | Gupta & Ajanthan 2022            |
-| MIM        | x      | eps / T        | T  | 1.0 | CE   | Dong et al. 2018                 |
-| DI-MI-FGSM | x      | eps / T        | T  | 1.0 | CE, D_t = input diversity, p 0.5  |
-|            |        |                |    |     |      | Xie et al. 2019                  |
+| attack     | x_0    | alpha     | mu  | loss; D_t                     | paper                  |
+|------------|--------|-----------|-----|-------------------------------|------------------------|
+| FGSM       | x      | eps       | 0   | CE; T = 1                     | Goodfellow et al. 2015 |
+| PGD        | random | step_size | 0   | CE, CW or DLR                 | Madry et al. 2018      |
+| CW-inf     | random | step_size | 0   | CW                            | Carlini & Wagner 2017  |
+| PGD++      | random | step_size | 0   | CE of beta * logits           | Gupta & Ajanthan 2022  |
+| MIM        | x      | eps / T   | 1.0 | CE                            | Dong et al. 2018       |
+| DI-MI-FGSM | x      | eps / T   | 1.0 | CE; input diversity, p = 0.5  | Xie et al. 2019        |
 
 Which point is returned is decided by `selection`: with `track_every_step` every iterate x_0 ..
 x_T of every restart is a candidate, otherwise only each restart's final iterate x_T.
@@ -38,8 +36,9 @@ import jax.numpy as jnp
 
 from odgq_jax.attacks.diversity import input_diversity
 from odgq_jax.attacks.losses import LOSSES, LogitsFn, check_loss_name, loss_and_input_gradient
-from odgq_jax.attacks.projection import (NORM_FLOOR, per_example, per_example_norm, project_l2,
-                                         project_linf, random_l2_start, random_linf_start)
+from odgq_jax.attacks.projection import (DEFAULT_EPS, NORM_FLOOR, per_example, per_example_norm,
+                                         project_l2, project_linf, random_l2_start,
+                                         random_linf_start)
 from odgq_jax.attacks.selection import best_over_restarts, keep_better, no_incumbent
 
 # norm name -> (projection, random start).
@@ -47,8 +46,6 @@ NORMS = {
     "linf": (project_linf, random_linf_start),
     "l2": (project_l2, random_l2_start),
 }
-
-DEFAULT_EPS = 8 / 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +70,10 @@ class PGDSettings:
   beta chosen so that the scaled softmax is neither saturated nor flat. With temperature "auto",
   per example, from the logits z of the clean image and with spread = max_j z_j - min_j z_j,
     beta = log((1 - q) (K - 1) / q) / spread      (beta = 1 if spread = 0),
-  held fixed through all steps and restarts. Then every class is within beta * spread of the top
-  one, so the top class probability is at most 1 - q (not saturated), while the top and bottom
-  probabilities differ by the factor (1 - q)(K - 1) / q (891 for K = 10, q = 0.01: not flat).
-  A number T as temperature fixes beta = 1 / T for all examples.
+  held fixed through all steps and restarts. The scaled clean logits then span exactly
+  log((1 - q)(K - 1) / q), so the top class probability is at most 1 - q (not saturated) and the
+  largest probability is (1 - q)(K - 1) / q times the smallest (891 for K = 10 and q = 0.01: not
+  flat). A number T as temperature fixes beta = 1 / T for all examples.
 
   Attributes:
     eps: radius of the ball.
@@ -122,7 +119,8 @@ class MIMSettings:
   2019, "Improving transferability of adversarial examples with input diversity" (see
   `diversity`).
 
-  The step size is eps / num_steps, so that the last step can reach the boundary of the ball.
+  The step size is eps / num_steps, so that num_steps steps in one direction reach the boundary
+  of the ball.
 
   Attributes:
     eps: L-inf radius.

@@ -18,6 +18,9 @@ import jax.numpy as jnp
 PIXEL_MIN = 0.0
 PIXEL_MAX = 1.0
 
+# The protocol's L-inf radius for CIFAR-10, the default of every attack's settings.
+DEFAULT_EPS = 8 / 255
+
 # Guards divisions by norms of all-zero perturbations or gradients.
 NORM_FLOOR = 1e-12
 
@@ -28,7 +31,7 @@ def per_example(values: jax.Array, like: jax.Array) -> jax.Array:
 
 
 def per_example_norm(x: jax.Array, order: int) -> jax.Array:
-  """The L1 or L2 norm (`order` 1 or 2) of each example x[n] over all its axes but the first: [N]."""
+  """The L1 or L2 norm (`order` 1 or 2) of each x[n] over all its axes but the first: [N]."""
   flat = jnp.reshape(x, (x.shape[0], -1))
   return jnp.linalg.norm(flat, ord=order, axis=1)
 

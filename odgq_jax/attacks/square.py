@@ -1,4 +1,4 @@
-"""Square attack, L-inf: score-based random search that only evaluates the model, never its gradient.
+"""Square attack, L-inf: a score-based random search that calls the model, never its gradient.
 
 Andriushchenko et al. 2020, "Square Attack: a query-efficient black-box adversarial attack via
 random search". With m(x) = z_y - max_{j != y} z_j the true class margin of `losses` (m < 0 iff
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from odgq_jax.attacks.losses import LogitsFn, true_class_margin
-from odgq_jax.attacks.projection import clip_to_box, per_example
+from odgq_jax.attacks.projection import DEFAULT_EPS, clip_to_box, per_example
 
 SCHEDULE_QUERIES = 10000
 HALVING_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -48,7 +48,7 @@ class SquareSettings:
     num_queries: the budget of forward passes per example (>= 2), the initialisation included.
     p_init: the initial fraction of the image covered by the square.
   """
-  eps: float = 8 / 255
+  eps: float = DEFAULT_EPS
   num_queries: int = 1000
   p_init: float = 0.8
 

@@ -13,6 +13,7 @@ import jax
 
 from odgq_jax.attacks.gradient import MIMSettings, PGDSettings, mim, pgd
 from odgq_jax.attacks.losses import LogitsFn
+from odgq_jax.attacks.projection import DEFAULT_EPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,7 @@ class TransferSettings:
     crafting: the attack run on the substitute, PGD (`PGDSettings`, PGD-20 by default) or MIM /
       DI-MI-FGSM (`MIMSettings`).
   """
-  eps: float = 8 / 255
+  eps: float = DEFAULT_EPS
   crafting: PGDSettings | MIMSettings = PGDSettings(track_every_step=False)
 
   def __post_init__(self):

@@ -1,6 +1,10 @@
 """`train_and_evaluate`: the training run, resumable from its workdir.
 
-One compiled train step over the device mesh, fed by the deterministic input pipeline; periodic
+One compiled train step of the configured training method over the device mesh, fed by the
+deterministic input pipeline. `step` counts optimizer updates: the learning-rate schedule, logging,
+evaluation and checkpoints follow it. A method that replays each minibatch m times (Free-AT, ODG-Q's
+local domains) makes m updates per minibatch and reads 1/m as many minibatches, so a run of
+`num_epochs` makes as many updates as natural training (Shafahi et al. 2019). Periodic
 log lines (loss, accuracy, learning rate, images/s, ETA), TensorBoard summaries, evaluation every
 `eval_every_epochs`, and orbax checkpoints every `checkpoint_every_steps`, at each evaluation and at
 the end. Started again on the same workdir, a run continues from its latest checkpoint with the same
@@ -18,11 +22,12 @@ import ml_collections
 from clu import metric_writers
 
 from odgq_jax import checkpointing
+from odgq_jax import methods
 from odgq_jax import models
 from odgq_jax import parallel
 from odgq_jax.data import input_pipeline
 from odgq_jax.train import optimizer
-from odgq_jax.train import state as state_lib
+from odgq_jax import train_state as state_lib
 from odgq_jax.train import steps
 
 
@@ -34,6 +39,11 @@ def evaluate(eval_step: Callable[..., Any], state: state_lib.TrainState,
     batch_metrics = eval_step(state, batch)
     eval_metrics = batch_metrics if eval_metrics is None else eval_metrics.merge(batch_metrics)
   return {k: float(v) for k, v in eval_metrics.compute().items()}
+
+
+def _crossed(step: int, updates_per_batch: int, every: int) -> bool:
+  """Whether a multiple of `every` lies in (step - updates_per_batch, step]."""
+  return step // every > (step - updates_per_batch) // every
 
 
 def _format_duration(seconds: float) -> str:
@@ -52,6 +62,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   eval_every_steps = max(1, int(config.eval_every_epochs * steps_per_epoch))
 
   model = models.create_model_from_config(config.model, info.num_classes)
+  method = methods.create_method(config.method, config.label_smoothing)
+  updates_per_batch = method.updates_per_batch
+  if total_steps % updates_per_batch:
+    raise ValueError(
+        f"num_epochs * steps_per_epoch = {total_steps} updates is not a multiple of the method's "
+        f"{updates_per_batch} updates per minibatch")
   learning_rate_fn = optimizer.create_learning_rate_fn(config, steps_per_epoch)
   tx = optimizer.create_optimizer(config, learning_rate_fn)
 
@@ -60,21 +76,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   resume_step = checkpointer.latest_step() or 0
 
-  local_batches = input_pipeline.train_batches(config, start_step=resume_step)
+  local_batches = input_pipeline.train_batches(
+      config, start_step=resume_step // updates_per_batch)
   first_batch = next(local_batches)
   sample_images = parallel.make_global_batch(first_batch, mesh)["image"]
   state = state_lib.create_train_state(
-      jax.random.PRNGKey(config.seed), model, tx, sample_images, mesh)
+      jax.random.PRNGKey(config.seed), model, tx, sample_images, mesh,
+      method_state=method.init_method_state(
+          (config.batch_size, *sample_images.shape[1:])))
   state = checkpointer.restore(state)
   start_step = int(state.step)
-  train_step, eval_step = steps.compile_steps(mesh, learning_rate_fn, config.label_smoothing)
+  train_step, eval_step = steps.compile_steps(mesh, method, learning_rate_fn)
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("%s on %s: %d parameters, %d devices, global batch %d, %d steps per epoch, "
-               "steps %d -> %d", config.model.name, config.dataset, num_params, mesh.size,
-               config.batch_size, steps_per_epoch, start_step, total_steps)
+  logging.info("%s, %s on %s: %d parameters, %d devices, global batch %d, %d steps per epoch, "
+               "%d updates per minibatch, steps %d -> %d", config.method.name, config.model.name,
+               config.dataset, num_params, mesh.size, config.batch_size, steps_per_epoch,
+               updates_per_batch, start_step, total_steps)
   if start_step >= total_steps:
     logging.info("Nothing to do: the checkpoint is at step %d of %d.", start_step, total_steps)
     return state
@@ -82,34 +102,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   batches = parallel.prefetch_to_mesh(itertools.chain([first_batch], local_batches), mesh)
   eval_batches = lambda: parallel.prefetch_to_mesh(input_pipeline.eval_batches(config), mesh)
   train_metrics = None
-  interval_start, interval_steps = time.perf_counter(), 0
+  interval_start, interval_batches = time.perf_counter(), 0
   step = start_step
   try:
-    for step, batch in zip(range(start_step + 1, total_steps + 1), batches):
+    steps_run = range(start_step + updates_per_batch, total_steps + 1, updates_per_batch)
+    for step, batch in zip(steps_run, batches):
       state, step_metrics = train_step(state, batch)
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
-      interval_steps += 1
-      if step == start_step + 1:
+      interval_batches += 1
+      if step == start_step + updates_per_batch:
         jax.block_until_ready(state)
         logging.info("First step (compilation included) took %.1f s.",
                      time.perf_counter() - interval_start)
-        interval_start, interval_steps = time.perf_counter(), 0
+        interval_start, interval_batches = time.perf_counter(), 0
 
-      if step % config.log_every_steps == 0 or step == total_steps:
+      if _crossed(step, updates_per_batch, config.log_every_steps) or step == total_steps:
         summary = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
         train_metrics = None
-        seconds_per_step = (time.perf_counter() - interval_start) / max(interval_steps, 1)
-        summary["images_per_second"] = config.batch_size / seconds_per_step
+        seconds_per_batch = (time.perf_counter() - interval_start) / max(interval_batches, 1)
+        summary["images_per_second"] = config.batch_size / seconds_per_batch
         writer.write_scalars(step, summary)
         logging.info(
             "step %d/%d (epoch %.2f) | loss %.4f acc %.4f lr %.4g | %.1f img/s | ETA %s", step,
             total_steps, step / steps_per_epoch, summary["train_loss"], summary["train_accuracy"],
             summary["train_learning_rate"], summary["images_per_second"],
-            _format_duration(seconds_per_step * (total_steps - step)))
-        interval_start, interval_steps = time.perf_counter(), 0
+            _format_duration(seconds_per_batch * (total_steps - step) / updates_per_batch))
+        interval_start, interval_batches = time.perf_counter(), 0
 
       eval_accuracy = None
-      if step % eval_every_steps == 0 or step == total_steps:
+      if _crossed(step, updates_per_batch, eval_every_steps) or step == total_steps:
         eval_start = time.perf_counter()
         eval_summary = evaluate(eval_step, state, eval_batches())
         eval_accuracy = eval_summary["accuracy"]
@@ -118,7 +139,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                      config.eval_split, eval_summary["loss"], eval_accuracy,
                      time.perf_counter() - eval_start)
         interval_start += time.perf_counter() - eval_start  # throughput excludes evaluation
-      if eval_accuracy is not None or step % config.checkpoint_every_steps == 0:
+      if (eval_accuracy is not None
+          or _crossed(step, updates_per_batch, config.checkpoint_every_steps)):
         checkpointer.save(state, eval_accuracy)
   finally:
     checkpointer.wait_until_finished()
