@@ -1,0 +1,19 @@
+"""ResNet-20 W4A4 on CIFAR-10 trained with ODG-Q (odgq_jax/methods/odgq.py), eps 8/255.
+
+Bank: two global domains (universal perturbations, step sizes 1/255 and 4/255), one local domain
+(per-example, carried over the 4 replays of each minibatch), one random domain; uniform selection;
+loss = CE(adv) + 1.0 * KL(natural || adv). The 10 epochs are 10 epochs of optimizer updates: with 4
+replays per minibatch the run reads 2.5 epochs of minibatches.
+
+  python launch/train.py --config configs/cifar10_resnet20_w4a4_odgq.py --workdir runs/cifar10_resnet20_w4a4_odgq
+
+Expected: see the results table of README.md (measured on the stated machine).
+"""
+from configs import cifar10_resnet20_w4a4
+from odgq_jax import methods
+
+
+def get_config():
+  config = cifar10_resnet20_w4a4.get_config()
+  config.method = methods.method_config("odgq")
+  return config

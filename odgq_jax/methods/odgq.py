@@ -1,0 +1,154 @@
+"""ODG-Q: robust quantization via online domain generalization (Tao & Wong, ICPR 2022).
+
+Adversarial perturbations of several kinds are source domains; training on a mix of them, generated
+online from the training's own backward pass, makes the quantized network robust to unseen attacks
+(target domains) at about the cost of natural training. One replay of a minibatch (x0, y):
+
+  1. select a domain k per example from the perturbation bank (`perturbation_bank.py`);
+  2. x_adv = clip(x0 + delta_k, 0, 1), ||delta_k||_inf <= eps;
+  3. forward x0 (forward-only by default: stop-gradient) and x_adv;
+  4. loss = CE(f(x_adv), y) + beta * Align(f(x0), f(x_adv))  (`alignment.py`; KL by default);
+  5. one backward pass gives the parameter gradients and g = dLoss/dx_adv;
+  6. the optimizer updates the network (quantizer parameters included) and g updates the bank.
+
+The minibatch is replayed m = `replays` times (the local domain's per-example perturbation is
+carried over the replays, as in free adversarial training), so a run reads 1/m as many minibatches
+for the same number of updates. Every choice beyond the paper's abstract and figure is this
+project's and is an option here; see shared/METHOD.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from odgq_jax.attacks import projection
+from odgq_jax.methods import alignment
+from odgq_jax.methods import base
+from odgq_jax.methods import perturbation_bank as bank
+from odgq_jax.methods.registry import register
+
+
+@register("odgq")
+@dataclasses.dataclass(frozen=True)
+class ODGQ(base.TrainingMethod):
+  """ODG-Q training.
+
+  Attributes:
+    domains: the kind of each domain of the bank: "global", "local" or "random".
+    eps: L-inf radius of every domain's perturbation.
+    global_step_sizes: alpha_k of each global domain, in the order they appear in `domains`.
+    local_step_size: alpha of the local domain's sign-gradient step.
+    replays: m, the optimizer updates made on each minibatch.
+    selection: "uniform", "per_example" or "loss_weighted".
+    selection_temperature: T of the loss-weighted selection.
+    beta: weight of the alignment loss.
+    alignment: "kl", "symmetric_kl" or "logit_mse".
+    natural_branch_grad: backpropagate through the natural branch too (costs a second backward).
+  """
+  domains: tuple[str, ...] = ("global", "global", "local", "random")
+  eps: float = 8 / 255
+  global_step_sizes: tuple[float, ...] = (1 / 255, 4 / 255)
+  local_step_size: float = 8 / 255
+  replays: int = 4
+  selection: str = "uniform"
+  selection_temperature: float = 1.0
+  beta: float = 1.0
+  alignment: str = "kl"
+  natural_branch_grad: bool = False
+
+  def __post_init__(self):
+    _check_choice("domains", self.domains, bank.DOMAIN_KINDS, each=True)
+    _check_choice("selection", self.selection, bank.SELECTIONS)
+    _check_choice("alignment", self.alignment, tuple(alignment.ALIGNMENTS))
+    if not self.domains:
+      raise ValueError("odgq: domains must name at least one domain")
+    if self.domains.count("local") > 1:
+      raise ValueError(f"odgq: at most one 'local' domain, got domains={self.domains}")
+    if len(self.global_step_sizes) != self.domains.count("global"):
+      raise ValueError(
+          f"odgq: global_step_sizes={self.global_step_sizes} must give one step size per 'global' "
+          f"domain ({self.domains.count('global')} in domains={self.domains})")
+    if not 0 < self.eps <= 1:
+      raise ValueError(f"odgq: eps must be in (0, 1], got {self.eps}")
+    if self.replays < 1:
+      raise ValueError(f"odgq: replays must be >= 1, got {self.replays}")
+
+  @property
+  def updates_per_batch(self) -> int:
+    return self.replays
+
+  @property
+  def _global_domains(self) -> tuple[int, ...]:
+    return tuple(k for k, kind in enumerate(self.domains) if kind == "global")
+
+  def init_method_state(self, batch_image_shape):
+    return bank.init_bank(len(self._global_domains), tuple(batch_image_shape[1:]),
+                          len(self.domains))
+
+  def _candidates(self, universal, local_delta, key, images):
+    """The perturbation of every domain for every example: [K, N, H, W, C]."""
+    global_index = {domain: j for j, domain in enumerate(self._global_domains)}
+    candidates = []
+    for k, kind in enumerate(self.domains):
+      if kind == "global":
+        candidates.append(jnp.broadcast_to(universal[global_index[k]], images.shape))
+      elif kind == "local":
+        candidates.append(local_delta)
+      else:
+        candidates.append(jax.random.uniform(jax.random.fold_in(key, k), images.shape,
+                                             images.dtype, -self.eps, self.eps))
+    return jnp.stack(candidates)
+
+  def update(self, state, batch, rng):
+    images, labels = batch["image"], batch["label"]
+    align = alignment.ALIGNMENTS[self.alignment]
+    start_key, replay_key = jax.random.split(rng)
+    local_start = projection.random_linf_start(start_key, images, self.eps) - images
+
+    def replay(carry, key):
+      state, local_delta = carry
+      select_key, random_key = jax.random.split(key)
+      weights = bank.select_domains(select_key, self.selection, images.shape[0],
+                                    state.method_state["domain_loss"], self.selection_temperature)
+      delta = bank.mix_perturbations(
+          weights, self._candidates(state.method_state["universal"], local_delta, random_key,
+                                    images))
+      adversarial = projection.clip_to_box(images + delta)
+
+      def loss_fn(params, adversarial):
+        natural_params = params if self.natural_branch_grad else jax.lax.stop_gradient(params)
+        natural_logits, batch_stats = base.apply_train_mode(state, natural_params,
+                                                            state.batch_stats, images)
+        logits, batch_stats = base.apply_train_mode(state, params, batch_stats, adversarial)
+        per_example_ce = base.cross_entropy(logits, labels, self.label_smoothing)
+        loss = per_example_ce.mean() + self.beta * align(natural_logits, logits)
+        return loss, (logits, batch_stats, per_example_ce)
+
+      (loss, (logits, batch_stats, per_example_ce)), (grads, image_grad) = jax.value_and_grad(
+          loss_fn, argnums=(0, 1), has_aux=True)(state.params, adversarial)
+      method_state = {
+          "universal": bank.update_universal(
+              state.method_state["universal"], weights, image_grad, self._global_domains,
+              self.global_step_sizes, self.eps),
+          "domain_loss": bank.update_domain_loss(state.method_state["domain_loss"], weights,
+                                                 jax.lax.stop_gradient(per_example_ce)),
+      }
+      if "local" in self.domains:
+        local_delta = bank.update_local(local_delta, weights[:, self.domains.index("local")],
+                                        image_grad, images, self.local_step_size, self.eps)
+      state = state.apply_gradients(grads, batch_stats).replace(method_state=method_state)
+      return (state, local_delta), base.StepOutput(loss, logits)
+
+    (state, _), outputs = jax.lax.scan(replay, (state, local_start),
+                                       jax.random.split(replay_key, self.replays))
+    return state, base.StepOutput(outputs.loss.mean(), outputs.logits[-1])
+
+
+def _check_choice(name, value, allowed, each=False):
+  values = value if each else (value,)
+  bad = [v for v in values if v not in allowed]
+  if bad:
+    raise ValueError(f"odgq: {name} must be {'each ' if each else ''}one of {allowed}, got "
+                     f"{value!r}")

@@ -1,0 +1,94 @@
+"""ODG-Q's perturbation bank: K source domains of adversarial perturbation, selected per step.
+
+The bank holds three kinds of domain (Tao & Wong 2022, "ODG-Q: Robust quantization via online
+domain generalization", Fig. 1 "multiple-domain perturbations, generated online at global and local
+level"; the kinds and their updates are this project's definition, see shared/METHOD.md):
+
+| kind     | perturbation of example n                | state                         | online update from g = dLoss/dx_adv          |
+|----------|------------------------------------------|-------------------------------|----------------------------------------------|
+| "global" | a universal perturbation u_k (H, W, C)   | u_k, in the train state       | u_k <- clip(u_k + alpha_k sign(mean_n g_n), -eps, eps) |
+| "local"  | delta_n, carried over the m replays      | delta, within the step        | delta_n <- Proj(delta_n + alpha sign(g_n))    |
+| "random" | uniform noise in [-eps, eps]             | none                          | none                                         |
+
+Selection picks one domain per example as a one-hot weight row w_n (`uniform`: one domain for the
+whole batch, uniformly; `per_example`: one per example, uniformly; `loss_weighted`: one for the
+batch, with probabilities softmax(loss_k / T) of a running mean of each domain's loss, favouring
+the domains the network currently finds hardest). The perturbation is then the arithmetic mix
+sum_k w_nk delta_k[n], so changing the selected domain never changes the compiled program.
+A domain is updated only from the examples that selected it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from odgq_jax.attacks import projection
+
+DOMAIN_KINDS = ("global", "local", "random")
+SELECTIONS = ("uniform", "per_example", "loss_weighted")
+LOSS_AVERAGE_DECAY = 0.9
+
+
+def init_bank(num_global: int, image_shape: tuple[int, ...], num_domains: int) -> dict[str, Any]:
+  """The bank's persistent state: universal perturbations (zero) and per-domain running losses."""
+  return {"universal": jnp.zeros((num_global, *image_shape), jnp.float32),
+          "domain_loss": jnp.zeros((num_domains,), jnp.float32)}
+
+
+def select_domains(key: jax.Array, selection: str, batch_size: int, domain_loss: jax.Array,
+                   temperature: float) -> jax.Array:
+  """One-hot domain weights [N, K] drawn by the `selection` policy."""
+  num_domains = domain_loss.shape[0]
+  if selection == "per_example":
+    choice = jax.random.randint(key, (batch_size,), 0, num_domains)
+  else:
+    logits = (domain_loss / temperature if selection == "loss_weighted"
+              else jnp.zeros((num_domains,)))
+    choice = jnp.broadcast_to(jax.random.categorical(key, logits), (batch_size,))
+  return jax.nn.one_hot(choice, num_domains, dtype=jnp.float32)
+
+
+def mix_perturbations(weights: jax.Array, candidates: jax.Array) -> jax.Array:
+  """sum_k w_nk candidates[k, n]: weights [N, K], candidates [K, N, H, W, C] -> [N, H, W, C]."""
+  return jnp.einsum("nk,kn...->n...", weights, candidates)
+
+
+def update_universal(universal: jax.Array, weights: jax.Array, image_grad: jax.Array,
+                     global_domains: tuple[int, ...], step_sizes: tuple[float, ...],
+                     eps: float) -> jax.Array:
+  """u_j <- clip(u_j + alpha_j sign(mean of g over the examples that chose domain j), -eps, eps).
+
+  Domains no example chose stay as they are.
+  """
+  updated = []
+  for j, (domain, step_size) in enumerate(zip(global_domains, step_sizes)):
+    chose = weights[:, domain]
+    count = jnp.sum(chose)
+    mean_grad = jnp.einsum("n,n...->...", chose, image_grad) / jnp.maximum(count, 1.0)
+    stepped = jnp.clip(universal[j] + step_size * jnp.sign(mean_grad), -eps, eps)
+    updated.append(jnp.where(count > 0, stepped, universal[j]))
+  return jnp.stack(updated) if updated else universal
+
+
+def update_local(local_delta: jax.Array, chose_local: jax.Array, image_grad: jax.Array,
+                 images: jax.Array, step_size: float, eps: float) -> jax.Array:
+  """delta_n <- Proj(delta_n + alpha sign(g_n)) for the examples that chose the local domain.
+
+  Proj keeps delta_n in the eps-ball and images_n + delta_n in [0, 1] (free adversarial training,
+  Shafahi et al. 2019).
+  """
+  stepped = projection.project_linf(images + local_delta + step_size * jnp.sign(image_grad),
+                                    images, eps) - images
+  chose = chose_local.reshape((-1,) + (1,) * (images.ndim - 1)) > 0
+  return jnp.where(chose, stepped, local_delta)
+
+
+def update_domain_loss(domain_loss: jax.Array, weights: jax.Array,
+                       per_example_loss: jax.Array) -> jax.Array:
+  """Running mean (decay 0.9) of each chosen domain's mean loss; unchosen domains keep theirs."""
+  count = jnp.sum(weights, axis=0)
+  mean_loss = (weights.T @ per_example_loss) / jnp.maximum(count, 1.0)
+  averaged = LOSS_AVERAGE_DECAY * domain_loss + (1 - LOSS_AVERAGE_DECAY) * mean_loss
+  return jnp.where(count > 0, averaged, domain_loss)

@@ -1,0 +1,139 @@
+"""ODG-Q: the perturbation bank, selection, alignment, and the method inside the compiled step."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from odgq_jax import checkpointing
+from odgq_jax import methods
+from odgq_jax import parallel
+from odgq_jax import train
+from odgq_jax.methods import alignment
+from odgq_jax.methods import perturbation_bank as bank
+from tests import test_train
+
+EPS = 8 / 255
+
+
+def odgq_config(**overrides):
+  config = test_train.tiny_config()
+  config.method = methods.method_config("odgq", **overrides)
+  return config
+
+
+def run_odgq(mesh, num_batches, config):
+  method = methods.create_method(config.method)
+  model_state, lr_fn = test_train.make_state(config, mesh)
+  state = model_state.replace(method_state=parallel.replicate(
+      method.init_method_state((test_train.BATCH, 8, 8, 3)), mesh))
+  train_step, _ = train.compile_steps(mesh, method, lr_fn)
+  losses = []
+  for batch in test_train.synthetic_batches(num_batches):
+    state, metrics = train_step(state, parallel.make_global_batch(batch, mesh))
+    losses.append(float(metrics.compute()["loss"]))
+  return state, losses, train_step
+
+
+def test_universal_update_moves_along_the_sign_of_the_batch_mean_gradient():
+  universal = jnp.zeros((1, 2, 2, 1))
+  grads = jnp.array([[[[1.0], [-3.0]], [[0.5], [0.0]]],
+                     [[[1.0], [1.0]], [[-2.0], [0.0]]]])  # two examples
+  weights = jnp.array([[1.0, 0.0], [1.0, 0.0]])  # both chose domain 0 (global)
+  updated = bank.update_universal(universal, weights, grads, (0,), (0.01,), EPS)
+  np.testing.assert_allclose(updated[0, ..., 0], [[0.01, -0.01], [-0.01, 0.0]])
+  # A domain nobody chose keeps its perturbation.
+  weights = jnp.array([[0.0, 1.0], [0.0, 1.0]])
+  np.testing.assert_array_equal(
+      bank.update_universal(updated, weights, grads, (0,), (0.01,), EPS), updated)
+
+
+def test_bank_updates_stay_in_the_eps_ball_and_the_image_box():
+  key = jax.random.PRNGKey(0)
+  images = jax.random.uniform(key, (4, 8, 8, 3))
+  universal = jnp.zeros((1, 8, 8, 3))
+  local = jnp.zeros_like(images)
+  for i in range(20):
+    grads = jax.random.normal(jax.random.fold_in(key, i), images.shape)
+    weights = jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2)
+    universal = bank.update_universal(universal, weights, grads, (0,), (4 / 255,), EPS)
+    local = bank.update_local(local, weights[:, 1], grads, images, EPS, EPS)
+  assert float(jnp.abs(universal).max()) <= EPS + 1e-7
+  assert float(jnp.abs(local).max()) <= EPS + 1e-7
+  assert 0.0 <= float((images + local).min()) and float((images + local).max()) <= 1.0
+  assert float(jnp.abs(local[0]).max()) == 0.0  # example 0 never chose the local domain
+
+
+@pytest.mark.parametrize("selection", ["uniform", "per_example", "loss_weighted"])
+def test_selection_frequencies_match_the_policy(selection):
+  domain_loss = jnp.array([0.0, 1.0, 2.0, 0.5])
+  draws = jax.vmap(lambda key: bank.select_domains(key, selection, 8, domain_loss, 1.0))(
+      jax.random.split(jax.random.PRNGKey(0), 4000))
+  assert draws.shape == (4000, 8, 4)
+  np.testing.assert_array_equal(draws.sum(-1), 1.0)  # one domain per example
+  if selection != "per_example":  # one domain for the whole batch
+    np.testing.assert_array_equal(draws.min(axis=1), draws.max(axis=1))
+  frequencies = np.asarray(draws.mean(axis=(0, 1)))
+  expected = (np.asarray(jax.nn.softmax(domain_loss)) if selection == "loss_weighted"
+              else np.full(4, 0.25))
+  np.testing.assert_allclose(frequencies, expected, atol=0.03)
+
+
+@pytest.mark.parametrize("name", sorted(alignment.ALIGNMENTS))
+def test_alignment_is_zero_for_identical_predictions_and_positive_otherwise(name):
+  logits = jax.random.normal(jax.random.PRNGKey(0), (5, 10))
+  align = alignment.ALIGNMENTS[name]
+  assert float(align(logits, logits)) == pytest.approx(0.0, abs=1e-6)
+  assert float(align(logits, logits[::-1])) > 0.01
+
+
+def test_bad_options_are_errors():
+  with pytest.raises(ValueError, match="domains must be each one of"):
+    methods.create_method(methods.method_config("odgq", domains=("global", "universal")))
+  with pytest.raises(ValueError, match="one step size per 'global' domain"):
+    methods.create_method(methods.method_config("odgq", global_step_sizes=(0.01,)))
+  with pytest.raises(ValueError, match="selection must be one of"):
+    methods.create_method(methods.method_config("odgq", selection="roulette"))
+  with pytest.raises(ValueError, match="has no option"):
+    methods.method_config("odgq", bogus=1)
+
+
+def test_odgq_trains_fills_the_bank_and_compiles_once():
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  state, losses, train_step = run_odgq(mesh, 12, odgq_config(replays=2))
+  assert int(state.step) == 24  # two updates per minibatch
+  assert np.mean(losses[-3:]) < np.mean(losses[:3])
+  universal = state.method_state["universal"]
+  assert universal.shape == (2, 8, 8, 3)
+  assert 0 < float(jnp.abs(universal).max()) <= EPS + 1e-7
+  assert train_step._cache_size() == 1  # the selected domain changed; no retracing
+
+
+def test_odgq_on_four_devices_matches_one_device():
+  config = odgq_config(replays=2, selection="per_example")
+  state1, losses1, _ = run_odgq(parallel.create_mesh(jax.devices()[:1]), 3, config)
+  state4, losses4, _ = run_odgq(parallel.create_mesh(jax.devices()[:4]), 3, config)
+  np.testing.assert_allclose(losses1, losses4, rtol=1e-4)
+  for a, b in zip(jax.tree.leaves((state1.params, state1.method_state)),
+                  jax.tree.leaves((state4.params, state4.method_state))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically(tmp_path):
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  config = odgq_config(replays=2)
+  method = methods.create_method(config.method)
+  state, _, train_step = run_odgq(mesh, 2, config)
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  checkpointer.save(state)
+  checkpointer.wait_until_finished()
+  template, _ = test_train.make_state(config, mesh)
+  template = template.replace(method_state=parallel.replicate(
+      method.init_method_state((test_train.BATCH, 8, 8, 3)), mesh))
+  restored = checkpointer.restore(template)
+  np.testing.assert_array_equal(restored.method_state["universal"],
+                                state.method_state["universal"])
+  batch = parallel.make_global_batch(test_train.synthetic_batches(3)[2], mesh)
+  continued, _ = train_step(restored, batch)
+  uninterrupted, _ = train_step(state, batch)
+  for a, b in zip(jax.tree.leaves(continued), jax.tree.leaves(uninterrupted)):
+    np.testing.assert_array_equal(a, b)
