@@ -3,6 +3,7 @@
 These run the launcher as a user does, in a subprocess, on the offline CIFAR-10 copy beside the
 checkout (skipped where it is absent).
 """
+import json
 import os
 import signal
 import subprocess
@@ -140,3 +141,31 @@ def test_load_classifier_errors_name_the_problem(uninterrupted, tmp_path):
     odgq_jax.load_classifier(str(workdir))
   with pytest.raises(ValueError, match="no checkpoint for step 3"):
     odgq_jax.load_classifier(str(uninterrupted[0]), step=3)
+
+
+def test_eval_end_to_end_on_the_smoke_checkpoint(uninterrupted, tmp_path):
+  workdir = str(uninterrupted[0])
+  output = tmp_path / "eval" / "report.json"
+  proc = subprocess.run(
+      [sys.executable, str(REPO / "launch" / "eval.py"), "--checkpoint", workdir,
+       "--substitute", f"fp={workdir}", "--substitute", f"low_bit={workdir}",
+       "--num_examples", "16", "--batch_size", "16", "--output", str(output)],
+      cwd=REPO, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2"))
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  report = json.loads(output.read_text())
+  assert report["protocol"] == "quick" and report["num_examples"] == 16
+  assert report["attacks"]["transfer_low_bit"] is not None
+  assert report["attacks"]["transfer_arch"] is None  # no substitute given
+  assert report["verdict"] in ("passed", "masked")
+  assert (output.parent / "report.md").is_file() and (output.parent / "robust_vs_eps.png").is_file()
+  assert "[square] batch 1/1" in proc.stderr  # progress with ETA
+  assert "ETA" in proc.stderr
+
+
+def test_eval_rejects_a_bad_substitute_spec(uninterrupted):
+  proc = subprocess.run(
+      [sys.executable, str(REPO / "launch" / "eval.py"), "--checkpoint", str(uninterrupted[0]),
+       "--substitute", "resnet=/nowhere"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "--substitute must be NAME=DIR" in proc.stderr

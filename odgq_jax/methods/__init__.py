@@ -1,5 +1,5 @@
 """Training methods: natural QAT, the robust-training baselines and ODG-Q, by name."""
-from odgq_jax.methods import natural, odgq  # registers the methods
+from odgq_jax.methods import dq, fgsm_rs, free_at, natural, odgq, pgd_at, trades  # registers them
 from odgq_jax.methods.base import StepOutput, TrainingMethod
 from odgq_jax.methods.registry import METHODS, create_method, method_config
 

@@ -1,0 +1,18 @@
+"""ResNet-20 W4A4 on CIFAR-10 trained with Defensive Quantization (odgq_jax/methods/dq.py).
+
+Natural cross-entropy + 3e-4 * sum over conv and dense kernels of ||W^T W - I||_F^2 (the
+full-precision weights); add adversarial training on FGSM-RS examples with
+`--config.method.adversarial=True`.
+
+  python launch/train.py --config configs/cifar10_resnet20_w4a4_dq.py --workdir runs/cifar10_resnet20_w4a4_dq
+
+Expected: see the results table of README.md (measured on the stated machine).
+"""
+from configs import cifar10_resnet20_w4a4
+from odgq_jax import methods
+
+
+def get_config():
+  config = cifar10_resnet20_w4a4.get_config()
+  config.method = methods.method_config("dq")
+  return config

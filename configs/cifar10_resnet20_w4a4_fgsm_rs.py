@@ -1,0 +1,17 @@
+"""ResNet-20 W4A4 on CIFAR-10, FGSM-RS "fast" adversarial training (odgq_jax/methods/fgsm_rs.py).
+
+eps 8/255: one FGSM step of 10/255 from a uniform random start in the eps-ball, projected; loss
+CE(f(x_adv), y). A step costs 2 forward+backward passes.
+
+  python launch/train.py --config configs/cifar10_resnet20_w4a4_fgsm_rs.py --workdir runs/cifar10_resnet20_w4a4_fgsm_rs
+
+Expected: see the results table of README.md (measured on the stated machine).
+"""
+from configs import cifar10_resnet20_w4a4
+from odgq_jax import methods
+
+
+def get_config():
+  config = cifar10_resnet20_w4a4.get_config()
+  config.method = methods.method_config("fgsm_rs")
+  return config

@@ -1,0 +1,20 @@
+"""ResNet-20 W4A4 on CIFAR-10 trained with Free-AT (odgq_jax/methods/free_at.py), eps 8/255, m = 4.
+
+Each minibatch is replayed 4 times; each replay is one forward+backward pass giving the optimizer
+update and a sign-gradient step of 8/255 on the perturbation, which is carried over to the next
+replay and the next minibatch. The 10 epochs are 10 epochs of optimizer updates (10 x 390 = 3900
+at batch 128): with 4 updates per minibatch the loop reads 1/4 as many minibatches, 975 = 2.5
+epochs of data, and the run costs about what 10 epochs of natural training cost.
+
+  python launch/train.py --config configs/cifar10_resnet20_w4a4_free_at.py --workdir runs/cifar10_resnet20_w4a4_free_at
+
+Expected: see the results table of README.md (measured on the stated machine).
+"""
+from configs import cifar10_resnet20_w4a4
+from odgq_jax import methods
+
+
+def get_config():
+  config = cifar10_resnet20_w4a4.get_config()
+  config.method = methods.method_config("free_at")
+  return config

@@ -1,0 +1,17 @@
+"""ResNet-20 W4A4 on CIFAR-10 trained with PGD-AT (odgq_jax/methods/pgd_at.py), eps 8/255.
+
+PGD-10 (step 2/255, uniform random start) against the train-mode network crafts the training
+inputs; loss CE(f(x_adv), y). A step costs 11 forward+backward passes.
+
+  python launch/train.py --config configs/cifar10_resnet20_w4a4_pgd_at.py --workdir runs/cifar10_resnet20_w4a4_pgd_at
+
+Expected: see the results table of README.md (measured on the stated machine).
+"""
+from configs import cifar10_resnet20_w4a4
+from odgq_jax import methods
+
+
+def get_config():
+  config = cifar10_resnet20_w4a4.get_config()
+  config.method = methods.method_config("pgd_at", attack_steps=10)
+  return config

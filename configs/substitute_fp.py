@@ -1,0 +1,13 @@
+"""Substitute for the transfer attacks: an independently trained full-precision ResNet-20 (seed 1).
+
+  python launch/train.py --config configs/substitute_fp.py --workdir runs/substitute_fp
+
+Used by launch/eval.py as `--substitute fp=runs/substitute_fp` (transfer_fp and transfer_di_mi).
+"""
+from configs import cifar10_resnet20_fp
+
+
+def get_config():
+  config = cifar10_resnet20_fp.get_config()
+  config.seed = 1  # independent of the evaluated models (seed 0)
+  return config

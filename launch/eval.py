@@ -1,0 +1,96 @@
+"""Evaluates a trained checkpoint under the robustness protocol of shared/EVALUATION.md.
+
+  python launch/eval.py --checkpoint runs/cifar10_resnet20_w4a4 \
+      --substitute fp=runs/substitute_fp --substitute arch=runs/substitute_arch \
+      --substitute low_bit=runs/substitute_low_bit --protocol quick --output eval/report.json
+
+Writes report.json (schema in README.md), report.md and robust_vs_eps.png beside --output, and logs
+a progress line with the ETA after every batch of every attack. Transfer attacks whose substitute is
+not given are skipped and the report says so.
+"""
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+
+import odgq_jax
+from odgq_jax import logs
+from odgq_jax.data import input_pipeline
+from odgq_jax.evaluation import protocol as protocol_lib
+from odgq_jax.evaluation import report as report_lib
+from odgq_jax.evaluation import robustness
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("checkpoint", None, "The --workdir of the training run to evaluate.")
+flags.DEFINE_multi_string("substitute", [],
+                          f"NAME=DIR substitute checkpoints, NAME in {protocol_lib.SUBSTITUTE_NAMES}.")
+flags.DEFINE_enum("protocol", "quick", list(protocol_lib.PROTOCOLS), "Evaluation budget.")
+flags.DEFINE_integer("num_examples", None, "Evaluate the first N test examples (default: the "
+                     "protocol's).")
+flags.DEFINE_string("output", "report.json", "Path of the JSON report.")
+flags.DEFINE_float("eps", 8 / 255, "L-inf radius of the threat model.")
+flags.DEFINE_string("split", "test", "TFDS split to evaluate (its first N examples).")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: the one the run trained with).")
+flags.DEFINE_string("step", "latest", "Checkpoint to evaluate: latest, best or a step number.")
+flags.DEFINE_integer("batch_size", 250, "Examples per attack batch.")
+flags.DEFINE_integer("seed", 0, "Seed of the attacks' randomness.")
+flags.mark_flags_as_required(["checkpoint"])
+
+
+def _load(directory: str) -> odgq_jax.Classifier:
+  step = FLAGS.step if FLAGS.step in ("latest", "best") else int(FLAGS.step)
+  return odgq_jax.load_classifier(directory, step=step)
+
+
+def _substitutes() -> dict[str, odgq_jax.Classifier]:
+  substitutes = {}
+  for spec in FLAGS.substitute:
+    name, sep, directory = spec.partition("=")
+    if not sep or name not in protocol_lib.SUBSTITUTE_NAMES:
+      raise app.UsageError(f"--substitute must be NAME=DIR with NAME in "
+                           f"{protocol_lib.SUBSTITUTE_NAMES}, got {spec!r}")
+    substitutes[name] = odgq_jax.load_classifier(directory)
+  return substitutes
+
+
+def _test_examples(classifier: odgq_jax.Classifier, num_examples: int | None):
+  config = classifier.config.copy_and_resolve_references()
+  config.eval_split = FLAGS.split if num_examples is None else f"{FLAGS.split}[:{num_examples}]"
+  config.eval_batch_size = jax.device_count() * 100
+  if FLAGS.data_dir is not None:
+    config.data_dir = FLAGS.data_dir
+  images, labels = [], []
+  for batch in input_pipeline.eval_batches(config):
+    images.append(batch["image"][batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
+  return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logs.quiet_library_logs()
+  target = _load(FLAGS.checkpoint)
+  substitutes = _substitutes()
+  protocol = protocol_lib.PROTOCOLS[FLAGS.protocol]
+  images, labels = _test_examples(target, FLAGS.num_examples or protocol.num_examples)
+  target.check_images(images)
+  binary = any(q.get("name") == "binary" for q in target.config.model.values()
+               if isinstance(q, dict) or hasattr(q, "get"))
+  logging.info("Evaluating %s (step %d) on %d examples of %s, protocol %s, eps %.4f, "
+               "substitutes %s", FLAGS.checkpoint, target.step, len(images), FLAGS.split,
+               protocol.name, FLAGS.eps, sorted(substitutes) or "none")
+  report = robustness.evaluate_robustness(
+      target.logits_fn, images, labels, protocol=protocol, eps=FLAGS.eps,
+      substitutes={name: s.logits_fn for name, s in substitutes.items()},
+      key=jax.random.PRNGKey(FLAGS.seed), batch_size=FLAGS.batch_size, binary=binary)
+  report["checkpoint"] = {"directory": FLAGS.checkpoint, "step": target.step}
+  paths = report_lib.write_report(report, FLAGS.output,
+                                  f"{FLAGS.checkpoint} (step {target.step})")
+  print(report_lib.markdown(report, f"{FLAGS.checkpoint} (step {target.step})"))
+  logging.info("Wrote %s", ", ".join(paths.values()))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,227 @@
+"""Runs an evaluation protocol against a classifier: attacks, worst case, curve, sanity checks.
+
+`evaluate_robustness` takes plain logits functions (images in [0, 1] -> logits, the model as
+deployed), so that anything can be evaluated: a `load_classifier` checkpoint, a substitute, or a
+test model built to mask gradients. Accuracies are fractions of the evaluated examples.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import zlib
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from odgq_jax import attacks
+from odgq_jax.evaluation import protocol as protocol_lib
+
+LogitsFn = Callable[[jax.Array], jax.Array]
+Progress = Callable[[str], None]
+
+PGD_STEPS = 20
+MIN_PGD_STEP = 2 / 255
+# Tolerances of the sanity checks (shared/EVALUATION.md).
+MORE_STEPS_TOLERANCE = 0.01
+BLACK_BOX_TOLERANCE = 0.02
+LARGE_EPS_MAX_ACCURACY = 0.05
+ZERO_GRADIENT_WARNING_RATE = 0.01
+
+
+def pgd_settings_for_eps(eps: float, num_restarts: int = 1) -> attacks.PGDSettings:
+  """PGD-20 at radius eps; the step grows with eps (2.5 eps / 20, at least 2/255) to reach the edge."""
+  return attacks.PGDSettings(eps=eps, step_size=max(MIN_PGD_STEP, 2.5 * eps / PGD_STEPS),
+                             num_steps=PGD_STEPS, num_restarts=num_restarts)
+
+
+def _batches(num_examples: int, batch_size: int):
+  for start in range(0, num_examples, batch_size):
+    yield start, min(start + batch_size, num_examples)
+
+
+def _pad(array: np.ndarray, size: int) -> np.ndarray:
+  """Pads the leading axis to `size` by repeating the first rows (results for them are dropped)."""
+  missing = size - array.shape[0]
+  return array if missing == 0 else np.concatenate([array, array[:missing]])
+
+
+class _Runner:
+  """Runs per-example scoring functions over the examples in fixed-size batches, with progress."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, key: jax.Array,
+               progress: Progress):
+    self.images, self.labels = images, labels
+    self.batch_size = min(batch_size, len(images))
+    self.key = key
+    self.progress = progress
+    self.seconds: dict[str, float] = {}
+
+  def correct(self, name: str, score: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+              ) -> np.ndarray:
+    """Per-example bool results of `score(images, labels, key)`, computed in batches."""
+    jitted = jax.jit(score)
+    key = jax.random.fold_in(self.key, zlib.crc32(name.encode()) % (2**31))
+    results, start_time = [], time.perf_counter()
+    num_batches = -(-len(self.images) // self.batch_size)
+    for i, (lo, hi) in enumerate(_batches(len(self.images), self.batch_size)):
+      batch_images = _pad(self.images[lo:hi], self.batch_size)
+      batch_labels = _pad(self.labels[lo:hi], self.batch_size)
+      out = jitted(batch_images, batch_labels, jax.random.fold_in(key, i))
+      results.append(np.asarray(out)[:hi - lo])
+      elapsed = time.perf_counter() - start_time
+      self.progress(f"[{name}] batch {i + 1}/{num_batches} | {elapsed:.0f} s | ETA "
+                    f"{elapsed / (i + 1) * (num_batches - i - 1):.0f} s")
+    self.seconds[name] = time.perf_counter() - start_time
+    return np.concatenate(results).astype(bool)
+
+
+def _is_correct(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array) -> jax.Array:
+  return jnp.argmax(logits_fn(images), axis=-1) == labels
+
+
+def zero_gradient_rate(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndarray,
+                       batch_size: int) -> float:
+  """Fraction of examples whose input gradient of the cross-entropy is exactly zero everywhere."""
+
+  def all_zero(images, labels):
+    grads = jax.grad(lambda x: jnp.sum(attacks.cross_entropy(logits_fn(x), labels)))(images)
+    return jnp.all(grads.reshape(grads.shape[0], -1) == 0, axis=1)
+
+  jitted = jax.jit(all_zero)
+  zero = [np.asarray(jitted(_pad(images[lo:hi], batch_size), _pad(labels[lo:hi], batch_size)))
+          [:hi - lo] for lo, hi in _batches(len(images), batch_size)]
+  return float(np.concatenate(zero).mean())
+
+
+def _check(passed: bool, detail: str) -> dict:
+  return {"passed": bool(passed), "detail": detail}
+
+
+def sanity_checks(accuracy: Mapping[str, float | None], large_eps_accuracy: float,
+                  zero_rate: float) -> dict[str, dict]:
+  """The checks of shared/EVALUATION.md that must pass before a number is reported."""
+  checks = {
+      "iterative_beats_single_step": _check(
+          accuracy["pgd20"] <= accuracy["fgsm"],
+          f"PGD-20 {accuracy['pgd20']:.4f} <= FGSM {accuracy['fgsm']:.4f}"),
+      "more_steps_do_not_help": _check(
+          accuracy["pgd100"] <= accuracy["pgd20"] + MORE_STEPS_TOLERANCE,
+          f"PGD-100 {accuracy['pgd100']:.4f} <= PGD-20 {accuracy['pgd20']:.4f} + "
+          f"{MORE_STEPS_TOLERANCE}"),
+      "large_eps_breaks_everything": _check(
+          large_eps_accuracy < LARGE_EPS_MAX_ACCURACY,
+          f"accuracy at eps 64/255 {large_eps_accuracy:.4f} < {LARGE_EPS_MAX_ACCURACY}"),
+      "zero_gradients": _check(
+          zero_rate <= ZERO_GRADIENT_WARNING_RATE,
+          f"{zero_rate:.2%} of the examples have an all-zero input gradient (warning above "
+          f"{ZERO_GRADIENT_WARNING_RATE:.0%})"),
+  }
+  white = {k: accuracy[k] for k in protocol_lib.WHITE_BOX + protocol_lib.BINARY_EXTRA
+           if accuracy.get(k) is not None}
+  black = {k: accuracy[k] for k in protocol_lib.BLACK_BOX if accuracy.get(k) is not None}
+  best_white_name = min(white, key=white.get)
+  best_black_name = min(black, key=black.get)
+  checks["black_box_weaker_than_white_box"] = _check(
+      black[best_black_name] >= white[best_white_name] - BLACK_BOX_TOLERANCE,
+      f"best black-box {best_black_name} {black[best_black_name]:.4f} >= best white-box "
+      f"{best_white_name} {white[best_white_name]:.4f} - {BLACK_BOX_TOLERANCE}; if not, the "
+      "white-box numbers are not trusted (gradient masking)")
+  return checks
+
+
+def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndarray, *,
+                        protocol: protocol_lib.Protocol, eps: float,
+                        substitutes: Mapping[str, LogitsFn], key: jax.Array,
+                        batch_size: int = 250, binary: bool = False,
+                        progress: Progress = logging.info) -> dict:
+  """Runs `protocol` against `logits_fn` on (images, labels) and returns the report dict.
+
+  Args:
+    logits_fn: the target, as deployed (eval mode, quantized forward pass).
+    images: float32 [N, H, W, C] in [0, 1]; labels: int32 [N].
+    protocol: the budgets (`PROTOCOLS["quick"]` or `["full"]`).
+    eps: the threat model's L-inf radius.
+    substitutes: substitute models by name ("fp", "arch", "low_bit"); a transfer attack whose
+      substitute is missing is skipped and reported as such.
+    key: PRNG key of all attacks.
+    batch_size: examples per attack batch.
+    binary: also run PGD++ (for binary networks).
+    progress: called with a progress line after every batch.
+
+  Returns:
+    The report (see README, "Evaluation report"): protocol, num_examples, eps, clean, attacks,
+    skipped, worst_case, sanity, verdict, zero_gradient_rate, robust_vs_eps, seconds.
+  """
+  runner = _Runner(images, labels, batch_size, key, progress)
+  correct = {"clean": runner.correct("clean", lambda x, y, k: _is_correct(logits_fn, x, y))}
+
+  def white_box(name, settings):
+    attack = attacks.ATTACKS[name].attack
+    return lambda x, y, k: _is_correct(logits_fn, attack(logits_fn, x, y, k, settings), y)
+
+  registry = attacks.ATTACKS
+  white_settings = {
+      "fgsm": dataclasses.replace(registry["fgsm"].settings, eps=eps),
+      "pgd20": pgd_settings_for_eps(eps, protocol.pgd_restarts),
+      "mim": dataclasses.replace(registry["mim"].settings, eps=eps),
+      "cw_inf": dataclasses.replace(registry["cw_inf"].settings, eps=eps),
+      "apgd_ce": dataclasses.replace(registry["apgd_ce"].settings, eps=eps),
+      "pgd100": dataclasses.replace(registry["pgd100"].settings, eps=eps),
+  }
+  if binary:
+    white_settings["pgdpp"] = dataclasses.replace(registry["pgdpp"].settings, eps=eps)
+  for name, settings in white_settings.items():
+    correct[name] = runner.correct(name, white_box(name, settings))
+
+  skipped = {}
+  for name, (substitute_name, crafting_name) in protocol_lib.TRANSFER_SUBSTITUTES.items():
+    if substitute_name not in substitutes:
+      skipped[name] = f"no substitute {substitute_name!r} (--substitute {substitute_name}=DIR)"
+      continue
+    # The final iterate transfers better than the first point that fools the substitute.
+    crafting = (dataclasses.replace(white_settings["pgd20"], track_every_step=False)
+                if crafting_name == "pgd20"
+                else dataclasses.replace(registry[crafting_name].settings, eps=eps))
+    settings = attacks.TransferSettings(eps=eps, crafting=crafting)
+    substitute = substitutes[substitute_name]
+    correct[name] = runner.correct(name, lambda x, y, k, substitute=substitute, settings=settings:
+                                   _is_correct(logits_fn, attacks.transfer_attack(
+                                       substitute, x, y, k, settings), y))
+  square_settings = dataclasses.replace(registry["square"].settings, eps=eps,
+                                        num_queries=protocol.square_queries)
+  correct["square"] = runner.correct("square", lambda x, y, k: _is_correct(
+      logits_fn, attacks.square(logits_fn, x, y, k, square_settings), y))
+
+  curve = {}
+  for curve_eps in sorted(set(protocol.curve_eps) | {eps, protocol.sanity_eps}):
+    if curve_eps == eps:
+      curve[curve_eps] = float(correct["pgd20"].mean())
+      continue
+    settings = pgd_settings_for_eps(curve_eps)
+    curve[curve_eps] = float(runner.correct(
+        f"pgd20@{curve_eps * 255:.0f}/255",
+        lambda x, y, k, settings=settings: _is_correct(
+            logits_fn, attacks.pgd(logits_fn, x, y, k, settings), y)).mean())
+
+  zero_rate = zero_gradient_rate(logits_fn, images, labels, runner.batch_size)
+  accuracy = {name: float(c.mean()) for name, c in correct.items()}
+  attack_names = [n for n in correct if n != "clean"]
+  worst_case = np.logical_and.reduce([correct[n] for n in ["clean", *attack_names]])
+  sanity = sanity_checks(accuracy, curve[protocol.sanity_eps], zero_rate)
+  return {
+      "protocol": protocol.name,
+      "num_examples": int(len(images)),
+      "eps": eps,
+      "clean": accuracy["clean"],
+      "attacks": {name: accuracy[name] for name in attack_names} | {n: None for n in skipped},
+      "skipped": skipped,
+      "worst_case": float(worst_case.mean()),
+      "sanity": sanity,
+      "verdict": "passed" if all(c["passed"] for c in sanity.values()) else "masked",
+      "zero_gradient_rate": zero_rate,
+      "robust_vs_eps": {"eps": list(curve), "accuracy": list(curve.values())},
+      "seconds": runner.seconds,
+  }

@@ -1,0 +1,77 @@
+"""The evaluation protocol's runner, sanity checks and report, on small synthetic models."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from odgq_jax import evaluation
+from odgq_jax.evaluation import protocol as protocol_lib
+from tests.test_attacks import trained  # pylint: disable=unused-import  (module fixture)
+
+EPS = 8 / 255
+# A small budget: the runner's logic, not the attacks' strength, is under test here.
+TEST_PROTOCOL = evaluation.Protocol("test", num_examples=None, square_queries=200, pgd_restarts=1,
+                                    curve_eps=(4 / 255, 16 / 255))
+NUM_EXAMPLES = 100
+
+
+def run(logits_fn, trained, substitutes):
+  return evaluation.evaluate_robustness(
+      logits_fn, np.asarray(trained.images[:NUM_EXAMPLES]),
+      np.asarray(trained.labels[:NUM_EXAMPLES]), protocol=TEST_PROTOCOL, eps=EPS,
+      substitutes=substitutes, key=jax.random.PRNGKey(0), batch_size=50, progress=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def honest_report(trained):
+  return run(trained.logits_fn, trained, {"fp": trained.substitute_logits_fn})
+
+
+def test_report_schema(honest_report):
+  report = honest_report
+  assert set(report) >= {"protocol", "num_examples", "eps", "clean", "attacks", "worst_case",
+                         "sanity", "zero_gradient_rate", "seconds"}
+  assert report["protocol"] == "test" and report["num_examples"] == NUM_EXAMPLES
+  assert report["eps"] == pytest.approx(EPS)
+  for name in protocol_lib.WHITE_BOX + ("transfer_fp", "transfer_di_mi", "square"):
+    assert 0.0 <= report["attacks"][name] <= 1.0, name
+    assert report["seconds"][name] > 0
+  # Missing substitutes are reported, not silently dropped.
+  assert report["attacks"]["transfer_arch"] is None and "transfer_arch" in report["skipped"]
+  for check in report["sanity"].values():
+    assert isinstance(check["passed"], bool) and check["detail"]
+  json.dumps(report)  # serialisable as is
+
+
+def test_worst_case_is_at_most_every_attack(honest_report):
+  accuracies = [a for a in honest_report["attacks"].values() if a is not None]
+  assert honest_report["worst_case"] <= min(accuracies + [honest_report["clean"]])
+
+
+def test_an_honest_model_passes_the_sanity_checks(honest_report):
+  failed = {k: c["detail"] for k, c in honest_report["sanity"].items() if not c["passed"]}
+  assert not failed
+  assert honest_report["verdict"] == "passed"
+  assert honest_report["zero_gradient_rate"] == 0.0
+
+
+def test_a_gradient_masking_model_is_reported_as_masked(trained):
+  # Rounds its input to 8 levels with no straight-through estimator: every input gradient is zero,
+  # so gradient attacks stall, while the gradient-free Square attack does not.
+  masked_logits_fn = lambda x: trained.logits_fn(jnp.round(x * 7) / 7)
+  report = run(masked_logits_fn, trained, {})
+  assert report["verdict"] == "masked"
+  assert report["zero_gradient_rate"] == 1.0
+  assert not report["sanity"]["zero_gradients"]["passed"]
+  assert not report["sanity"]["black_box_weaker_than_white_box"]["passed"]
+
+
+def test_report_files(honest_report, tmp_path):
+  paths = evaluation.write_report(honest_report, str(tmp_path / "report.json"), "test model")
+  assert json.loads((tmp_path / "report.json").read_text())["clean"] == honest_report["clean"]
+  markdown = (tmp_path / "report.md").read_text()
+  assert "worst case" in markdown and "pgd20" in markdown and "transfer_arch" in markdown
+  assert (tmp_path / "robust_vs_eps.png").stat().st_size > 1000
+  assert set(paths) == {"json", "markdown", "plot"}
