@@ -11,9 +11,4 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
-  config.model.weight_quantizer = default.quantizer("uniform", 4)
-  config.model.act_quantizer = default.quantizer("lsq", 4)
-  config.model.first_last_weight_quantizer = default.quantizer("uniform", 8)
-  config.model.first_last_act_quantizer = default.quantizer("lsq", 8)
-  return config
+  return default.quantize_model(default.get_config(), weight_bits=4, act_bits=4)

@@ -28,6 +28,18 @@ def quantizer(name: str, bits: int) -> dict:
   return {"name": name, "bits": bits}
 
 
+def quantize_model(config: ml_collections.ConfigDict, weight_bits: int, act_bits: int,
+                   first_last_bits: int = 8) -> ml_collections.ConfigDict:
+  """Sets W{weight_bits}A{act_bits} quantization: weights signed per-channel abs-max ("uniform"),
+  activations unsigned with learned step size ("lsq"), first and last layer at `first_last_bits`.
+  """
+  config.model.weight_quantizer = quantizer("uniform", weight_bits)
+  config.model.act_quantizer = quantizer("lsq", act_bits)
+  config.model.first_last_weight_quantizer = quantizer("uniform", first_last_bits)
+  config.model.first_last_act_quantizer = quantizer("lsq", first_last_bits)
+  return config
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0

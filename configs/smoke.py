@@ -15,10 +15,7 @@ def get_config():
   config.batch_size = 64
   config.eval_batch_size = 128
   config.model.name = "tiny"
-  config.model.weight_quantizer = default.quantizer("uniform", 4)
-  config.model.act_quantizer = default.quantizer("lsq", 4)
-  config.model.first_last_weight_quantizer = default.quantizer("uniform", 8)
-  config.model.first_last_act_quantizer = default.quantizer("lsq", 8)
+  default.quantize_model(config, weight_bits=4, act_bits=4)
   config.num_epochs = 2
   config.warmup_epochs = 0.25
   config.log_every_steps = 2

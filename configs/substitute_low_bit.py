@@ -5,13 +5,10 @@ better to quantized targets.
 
 Used by launch/eval.py as `--substitute low_bit=runs/substitute_low_bit` (transfer_low_bit).
 """
-from configs import cifar10_resnet20_w4a4
 from configs import default
 
 
 def get_config():
-  config = cifar10_resnet20_w4a4.get_config()
+  config = default.quantize_model(default.get_config(), weight_bits=2, act_bits=2)
   config.seed = 3
-  config.model.weight_quantizer = default.quantizer("uniform", 2)
-  config.model.act_quantizer = default.quantizer("lsq", 2)
   return config

@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from odgq_jax import checkpointing
 from odgq_jax import methods
 from odgq_jax import parallel
 from odgq_jax import train
@@ -123,9 +122,7 @@ def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically
   config = odgq_config(replays=2)
   method = methods.create_method(config.method)
   state, _, train_step = run_odgq(mesh, 2, config)
-  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2)
-  checkpointer.save(state)
-  checkpointer.wait_until_finished()
+  checkpointer = test_train.save_checkpoint(state, tmp_path)
   template, _ = test_train.make_state(config, mesh)
   template = template.replace(method_state=parallel.replicate(
       method.init_method_state((test_train.BATCH, 8, 8, 3)), mesh))

@@ -19,10 +19,7 @@ BATCH = 16
 def tiny_config():
   config = default_config.get_config()
   config.model.name = "tiny"
-  config.model.weight_quantizer = default_config.quantizer("uniform", 4)
-  config.model.act_quantizer = default_config.quantizer("lsq", 4)
-  config.model.first_last_weight_quantizer = default_config.quantizer("uniform", 8)
-  config.model.first_last_act_quantizer = default_config.quantizer("lsq", 8)
+  default_config.quantize_model(config, weight_bits=4, act_bits=4)
   config.num_epochs = 1
   config.warmup_epochs = 0.0
   config.learning_rate = 0.1
@@ -128,12 +125,18 @@ def test_eval_step_masks_padding():
   assert result["accuracy"] == pytest.approx(correct[:5].mean())
 
 
+def save_checkpoint(state, directory):
+  """Saves `state` in `directory` and waits for the (asynchronous) save; returns the checkpointer."""
+  checkpointer = checkpointing.Checkpointer(str(directory), keep=2)
+  checkpointer.save(state)
+  checkpointer.wait_until_finished()
+  return checkpointer
+
+
 def test_checkpoint_round_trip(tmp_path):
   mesh = parallel.create_mesh(jax.devices()[:1])
   state, _, _ = run_steps(mesh, 3)
-  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2)
-  checkpointer.save(state)
-  checkpointer.wait_until_finished()
+  checkpointer = save_checkpoint(state, tmp_path)
   fresh, _ = make_state(tiny_config(), mesh)
   restored = checkpointer.restore(fresh)
   assert int(restored.step) == 3
@@ -144,9 +147,7 @@ def test_checkpoint_round_trip(tmp_path):
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
   mesh = parallel.create_mesh(jax.devices()[:1])
   state, _, _ = run_steps(mesh, 2)
-  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2)
-  checkpointer.save(state)
-  checkpointer.wait_until_finished()
+  checkpointer = save_checkpoint(state, tmp_path)
   step_dir = os.path.join(checkpointer.directory, "2")
   for root, _, files in os.walk(step_dir):
     for name in files:
