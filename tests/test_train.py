@@ -2,7 +2,6 @@
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -126,7 +125,7 @@ def test_eval_step_masks_padding():
 
 
 def save_checkpoint(state, directory):
-  """Saves `state` in `directory` and waits for the (asynchronous) save; returns the checkpointer."""
+  """Saves `state` in `directory`, waits for the asynchronous save, returns the checkpointer."""
   checkpointer = checkpointing.Checkpointer(str(directory), keep=2)
   checkpointer.save(state)
   checkpointer.wait_until_finished()

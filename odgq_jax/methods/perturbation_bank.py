@@ -4,11 +4,14 @@ The bank holds three kinds of domain (Tao & Wong 2022, "ODG-Q: Robust quantizati
 domain generalization", Fig. 1 "multiple-domain perturbations, generated online at global and local
 level"; the kinds and their updates are this project's definition, see shared/METHOD.md):
 
-| kind     | perturbation of example n                | state                         | online update from g = dLoss/dx_adv          |
-|----------|------------------------------------------|-------------------------------|----------------------------------------------|
-| "global" | a universal perturbation u_k (H, W, C)   | u_k, in the train state       | u_k <- clip(u_k + alpha_k sign(mean_n g_n), -eps, eps) |
-| "local"  | delta_n, carried over the m replays      | delta, within the step        | delta_n <- Proj(delta_n + alpha sign(g_n))    |
-| "random" | uniform noise in [-eps, eps]             | none                          | none                                         |
+- "global": a universal perturbation u_k (H, W, C) shared by all examples, kept in the train
+  state; updated u_k <- clip(u_k + alpha_k sign(mean_n g_n), -eps, eps).
+- "local": a per-example perturbation delta_n, carried over the m replays of a minibatch (it starts
+  from a uniform random point of the eps-ball); updated delta_n <- Proj(delta_n + alpha sign(g_n)).
+- "random": uniform noise in [-eps, eps], drawn afresh; no state, no update.
+
+Here g = dLoss/dx_adv is the input gradient of the training loss, from the same backward pass
+that trains the network.
 
 Selection picks one domain per example as a one-hot weight row w_n (`uniform`: one domain for the
 whole batch, uniformly; `per_example`: one per example, uniformly; `loss_weighted`: one for the

@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import flax
 import jax
-import jax.numpy as jnp
 from clu import metrics
 from jax.sharding import Mesh
 
