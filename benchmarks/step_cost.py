@@ -12,9 +12,9 @@ Per method:
 - flops: compiled FLOPs of one minibatch step. XLA's cost analysis (`Compiled.cost_analysis()`)
   counts a loop's body once whatever its trip count, so a PGD-10 attack under `lax.fori_loop`
   would count as a single PGD step. For every `scan` loop in the step's jaxpr (a `fori_loop` with
-  static bounds is one; nested loops included), (trip count - 1) x the body's cost is added, the
-  body's cost being XLA's cost analysis of the body compiled on its own. `xla_flops` is the
-  uncorrected figure.
+  static bounds is one; nested and unrolled loops included) the iterations XLA leaves out are
+  added, at the cost of XLA's analysis of the loop body compiled on its own (see
+  `uncounted_loop_flops`). `xla_flops` is the uncorrected figure.
 - flops_per_update = flops / updates_per_batch. A replaying method (Free-AT, ODG-Q) makes m
   optimizer updates per minibatch and reads 1/m as many minibatches in a run of the same number of
   epochs (of updates), so a run costs (cost per update) x (updates) for every method: the ratios
@@ -77,9 +77,11 @@ def xla_flops(compiled: jax.stages.Compiled) -> float:
 def uncounted_loop_flops(jaxpr: jax_core.Jaxpr) -> float:
   """FLOPs of the loop iterations that XLA's cost analysis of `jaxpr` leaves out.
 
-  XLA counts each loop body once. For a loop of n iterations whose body costs b by XLA's count
-  and u more in its own loops, the truth is n (b + u) against XLA's b: this returns the sum over
-  the loops of n u + (n - 1) b, looking into every sub-jaxpr (calls, branches, custom rules).
+  XLA counts a loop body once. A scan of n iterations unrolled by k is a loop whose body holds k
+  copies, followed by n mod k copies; XLA counts c = k + n mod k copies (c = n when k >= n: no
+  loop is left). With b the FLOPs of one copy by XLA's count and u those its own loops leave out,
+  the truth is n (b + u) against XLA's c b: this returns the sum over the loops of
+  n u + (n - c) b, looking into every sub-jaxpr (calls, branches, custom rules).
 
   Raises:
     ValueError: for a `while` loop, whose trip count is not known at compile time.
@@ -91,10 +93,11 @@ def uncounted_loop_flops(jaxpr: jax_core.Jaxpr) -> float:
                        "counted (a fori_loop with static bounds is a scan and can)")
     if equation.primitive.name == "scan":
       body = equation.params["jaxpr"]
-      trips = equation.params["length"]
+      trips, unroll = equation.params["length"], int(equation.params["unroll"])
+      counted = trips if unroll >= trips else unroll + trips % unroll
       avals = [jax.ShapeDtypeStruct(aval.shape, aval.dtype) for aval in body.in_avals]
       body_flops = xla_flops(jax.jit(jax_core.jaxpr_as_fun(body)).lower(*avals).compile())
-      missing += trips * uncounted_loop_flops(body.jaxpr) + (trips - 1) * body_flops
+      missing += trips * uncounted_loop_flops(body.jaxpr) + (trips - counted) * body_flops
     else:
       missing += sum(uncounted_loop_flops(sub) for sub in jax_core.jaxprs_in_params(
           equation.params))

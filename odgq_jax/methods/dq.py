@@ -9,12 +9,14 @@ Lipschitz constant:
   min_theta E[ CE(f_theta(x), y) ] + lambda * sum_l ||W_l^T W_l - I||_F^2,
 
 W_l the kernel of conv or dense layer l reshaped to [fan_in, out] (kh * kw * c_in rows for a
-conv), so that W_l^T W_l = I makes the layer's output channels orthonormal filters. As in the
-paper, the penalty is on the full-precision (latent) weights, not on the quantized weights the
-forward pass uses: the quantized weights are piecewise constant in the latent ones, so a penalty
-on them would have only straight-through gradients, and orthogonal latent weights quantize to
-nearly orthogonal ones. With `adversarial`, the cross-entropy is taken on FGSM-RS examples
-(`fgsm_rs.py`) instead of the clean images: DQ combined with adversarial training.
+conv), so that W_l^T W_l = I makes the layer's output channels orthonormal filters (a kernel with
+fewer rows than columns, such as a widening 1x1 shortcut, cannot reach it: its penalty is
+smallest, out - fan_in, with orthonormal rows). As in the paper, the penalty is on the
+full-precision (latent) weights, not on the quantized weights the forward pass uses: the quantized
+weights are piecewise constant in the latent ones, so a penalty on them would have only
+straight-through gradients, and orthogonal latent weights quantize to nearly orthogonal ones. With
+`adversarial`, the cross-entropy is taken on FGSM-RS examples (`fgsm_rs.py`) instead of the clean
+images: DQ combined with adversarial training.
 
 lambda's default is this project's choice (the paper's value was not available to us): the
 penalty of the W4A4 ResNet-20 at initialisation is about 850, so 3e-4 starts it near 0.25, about a

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from odgq_jax.attacks import projection
+from odgq_jax.methods import adversarial
 from odgq_jax.methods import alignment
 from odgq_jax.methods import base
 from odgq_jax.methods import perturbation_bank as bank
@@ -141,9 +142,9 @@ class ODGQ(base.TrainingMethod):
       state = state.apply_gradients(grads, batch_stats).replace(method_state=method_state)
       return (state, local_delta), base.StepOutput(loss, logits)
 
-    (state, _), outputs = jax.lax.scan(replay, (state, local_start),
-                                       jax.random.split(replay_key, self.replays))
-    return state, base.StepOutput(outputs.loss.mean(), outputs.logits[-1])
+    (state, _), output = adversarial.replay_minibatch(
+        replay, (state, local_start), self.replays, jax.random.split(replay_key, self.replays))
+    return state, output
 
 
 def _check_choice(name, value, allowed, each=False):
