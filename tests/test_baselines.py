@@ -6,7 +6,6 @@ import pytest
 
 from odgq_jax import methods
 from odgq_jax import parallel
-from odgq_jax import train
 from odgq_jax.methods import adversarial
 from odgq_jax.methods import base
 from odgq_jax.methods import dq
@@ -21,15 +20,7 @@ def run_method(name, num_batches, **options):
   mesh = parallel.create_mesh(jax.devices()[:1])
   config = test_train.tiny_config()
   config.method = methods.method_config(name, **options)
-  method = methods.create_method(config.method)
-  model_state, lr_fn = test_train.make_state(config, mesh)
-  state = model_state.replace(method_state=parallel.replicate(
-      method.init_method_state((test_train.BATCH, 8, 8, 3)), mesh))
-  train_step, _ = train.compile_steps(mesh, method, lr_fn)
-  losses = []
-  for batch in test_train.synthetic_batches(num_batches):
-    state, metrics = train_step(state, parallel.make_global_batch(batch, mesh))
-    losses.append(float(metrics.compute()["loss"]))
+  state, losses, train_step = test_train.run_method_steps(mesh, num_batches, config)
   assert train_step._cache_size() == 1  # pylint: disable=protected-access
   return state, losses
 

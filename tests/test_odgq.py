@@ -6,7 +6,6 @@ import pytest
 
 from odgq_jax import methods
 from odgq_jax import parallel
-from odgq_jax import train
 from odgq_jax.methods import alignment
 from odgq_jax.methods import perturbation_bank as bank
 from tests import test_train
@@ -18,19 +17,6 @@ def odgq_config(**overrides):
   config = test_train.tiny_config()
   config.method = methods.method_config("odgq", **overrides)
   return config
-
-
-def run_odgq(mesh, num_batches, config):
-  method = methods.create_method(config.method)
-  model_state, lr_fn = test_train.make_state(config, mesh)
-  state = model_state.replace(method_state=parallel.replicate(
-      method.init_method_state((test_train.BATCH, 8, 8, 3)), mesh))
-  train_step, _ = train.compile_steps(mesh, method, lr_fn)
-  losses = []
-  for batch in test_train.synthetic_batches(num_batches):
-    state, metrics = train_step(state, parallel.make_global_batch(batch, mesh))
-    losses.append(float(metrics.compute()["loss"]))
-  return state, losses, train_step
 
 
 def test_universal_update_moves_along_the_sign_of_the_batch_mean_gradient():
@@ -98,7 +84,7 @@ def test_bad_options_are_errors():
 
 def test_odgq_trains_fills_the_bank_and_compiles_once():
   mesh = parallel.create_mesh(jax.devices()[:1])
-  state, losses, train_step = run_odgq(mesh, 12, odgq_config(replays=2))
+  state, losses, train_step = test_train.run_method_steps(mesh, 12, odgq_config(replays=2))
   assert int(state.step) == 24  # two updates per minibatch
   assert np.mean(losses[-3:]) < np.mean(losses[:3])
   universal = state.method_state["universal"]
@@ -109,8 +95,8 @@ def test_odgq_trains_fills_the_bank_and_compiles_once():
 
 def test_odgq_on_four_devices_matches_one_device():
   config = odgq_config(replays=2, selection="per_example")
-  state1, losses1, _ = run_odgq(parallel.create_mesh(jax.devices()[:1]), 3, config)
-  state4, losses4, _ = run_odgq(parallel.create_mesh(jax.devices()[:4]), 3, config)
+  state1, losses1, _ = test_train.run_method_steps(parallel.create_mesh(jax.devices()[:1]), 3, config)
+  state4, losses4, _ = test_train.run_method_steps(parallel.create_mesh(jax.devices()[:4]), 3, config)
   np.testing.assert_allclose(losses1, losses4, rtol=1e-4)
   for a, b in zip(jax.tree.leaves((state1.params, state1.method_state)),
                   jax.tree.leaves((state4.params, state4.method_state))):
@@ -121,7 +107,7 @@ def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically
   mesh = parallel.create_mesh(jax.devices()[:1])
   config = odgq_config(replays=2)
   method = methods.create_method(config.method)
-  state, _, train_step = run_odgq(mesh, 2, config)
+  state, _, train_step = test_train.run_method_steps(mesh, 2, config)
   checkpointer = test_train.save_checkpoint(state, tmp_path)
   template, _ = test_train.make_state(config, mesh)
   template = template.replace(method_state=parallel.replicate(

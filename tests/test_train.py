@@ -59,6 +59,20 @@ def run_steps(mesh, num_steps, config=None):
   return state, losses, train_step
 
 
+def run_method_steps(mesh, num_batches, config):
+  """Trains with `config.method` on synthetic batches: (state, losses, jitted train step)."""
+  method = methods.create_method(config.method)
+  model_state, lr_fn = make_state(config, mesh)
+  state = model_state.replace(method_state=parallel.replicate(
+      method.init_method_state((BATCH, 8, 8, 3)), mesh))
+  train_step, _ = train.compile_steps(mesh, method, lr_fn)
+  losses = []
+  for batch in synthetic_batches(num_batches):
+    state, metrics = train_step(state, parallel.make_global_batch(batch, mesh))
+    losses.append(float(metrics.compute()["loss"]))
+  return state, losses, train_step
+
+
 def test_learning_rate_schedule_warms_up_then_decays_to_zero():
   config = tiny_config()
   config.num_epochs, config.warmup_epochs, config.learning_rate = 4, 1, 0.1
