@@ -120,3 +120,11 @@ def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically
   uninterrupted, _ = train_step(state, batch)
   for a, b in zip(jax.tree.leaves(continued), jax.tree.leaves(uninterrupted)):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"eps": 0.0}, r"eps must be in \(0, 1\]"), ({"replays": 0}, "replays must be an integer >= 1"),
+    ({"local_step_size": 2.0}, r"step_size must be in \(0, 1\]")])
+def test_out_of_range_numbers_are_errors(options, message):
+  with pytest.raises(ValueError, match=message):
+    methods.create_method(methods.method_config("odgq", **options))

@@ -71,10 +71,8 @@ class ODGQ(base.TrainingMethod):
       raise ValueError(
           f"odgq: global_step_sizes={self.global_step_sizes} must give one step size per 'global' "
           f"domain ({self.domains.count('global')} in domains={self.domains})")
-    if not 0 < self.eps <= 1:
-      raise ValueError(f"odgq: eps must be in (0, 1], got {self.eps}")
-    if self.replays < 1:
-      raise ValueError(f"odgq: replays must be >= 1, got {self.replays}")
+    adversarial.check_radius_and_step("odgq", self.eps, self.local_step_size)
+    adversarial.check_count("odgq", "replays", self.replays)
 
   @property
   def updates_per_batch(self) -> int:
