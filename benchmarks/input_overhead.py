@@ -44,7 +44,7 @@ def main(argv):
   memory_batch = next(real_batches)
   state = train.create_train_state(jax.random.PRNGKey(0), model, tx, memory_batch["image"], mesh)
   train_step, _ = train.compile_steps(
-      mesh, methods.create_method(config.method, config.label_smoothing), learning_rate_fn)
+      mesh, methods.create_method_for_run(config), learning_rate_fn)
   for batch in itertools.islice(real_batches, 3):  # compile, fill the pipeline's cache
     state, _ = train_step(state, batch)
   jax.block_until_ready(state)

@@ -3,13 +3,15 @@
   python benchmarks/step_cost.py --output step_cost.json
   python benchmarks/step_cost.py --methods natural,odgq --steps 3 --batch_size 32  # quick check
 
-Every method trains ResNet-20 W4A4 (`configs/cifar10_resnet20_w4a4.py`) at the same global batch
-with its default options (`methods.method_config(name)`; PGD-AT with PGD-10), on one synthetic
-in-memory CIFAR-10-shaped batch, through the jitted train step that `odgq_jax.train.compile_steps`
-builds (state donated). "dwq" is measured when it is registered and skipped with a note otherwise.
-Per method:
+Every method trains ResNet-20 W4A4 with its config (`configs/cifar10_resnet20_w4a4_<name>.py`,
+`configs/cifar10_resnet20_w4a4.py` for natural; PGD-AT with PGD-10; DWQ drawing 4 to 8 bits) at
+the same global batch, on one synthetic in-memory CIFAR-10-shaped batch, through the jitted train
+step that `odgq_jax.train.compile_steps` builds (state donated). A method without a registered
+implementation is skipped with a note. Per method:
 
-- flops: compiled FLOPs of one minibatch step. XLA's cost analysis (`Compiled.cost_analysis()`)
+- flops: compiled FLOPs of one minibatch step. DWQ's step is a `lax.switch` over its precisions, of
+  which one runs: the FLOPs of its most expensive branch are what XLA reports for a conditional
+  (all branches cost the same, bits do not change simulated-quantization FLOPs). XLA's cost analysis (`Compiled.cost_analysis()`)
   counts a loop's body once whatever its trip count, so a PGD-10 attack under `lax.fori_loop`
   would count as a single PGD step. For every `scan` loop in the step's jaxpr (a `fori_loop` with
   static bounds is one; nested and unrolled loops included) the iterations XLA leaves out are
@@ -32,6 +34,7 @@ Per method:
 Writes {"methods": {name: {...}}, "skipped": {name: reason}, "machine": {...}} to --output and
 prints a markdown table.
 """
+import importlib
 import json
 import os
 import platform
@@ -45,7 +48,6 @@ from jax.extend import core as jax_core
 import jaxlib
 import numpy as np
 
-from configs import cifar10_resnet20_w4a4
 from odgq_jax import logs
 from odgq_jax import methods
 from odgq_jax import models
@@ -113,15 +115,22 @@ def peak_memory_bytes(compiled: jax.stages.Compiled) -> int | None:
              + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
+def method_run_config(name: str):
+  """The config of ResNet-20 W4A4 trained with method `name` (its configs/ file)."""
+  module = "configs.cifar10_resnet20_w4a4" + ("" if name == REFERENCE_METHOD else f"_{name}")
+  config = importlib.import_module(module).get_config()
+  config.method.update(METHOD_OPTIONS.get(name, {}))
+  return config
+
+
 class MethodBenchmark:
   """One method's train state, compiled step and measurements."""
 
   def __init__(self, name: str, batch: dict[str, jax.Array], mesh: jax.sharding.Mesh):
-    config = cifar10_resnet20_w4a4.get_config()
+    config = method_run_config(name)
     config.batch_size = FLAGS.batch_size
-    config.method = methods.method_config(name, **METHOD_OPTIONS.get(name, {}))
     self.name = name
-    self.method = methods.create_method(config.method, config.label_smoothing)
+    self.method = methods.create_method_for_run(config)
     learning_rate_fn = train.create_learning_rate_fn(
         config, CIFAR10_TRAIN_EXAMPLES // config.batch_size)
     model = models.create_model_from_config(config.model, NUM_CLASSES)

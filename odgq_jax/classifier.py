@@ -5,6 +5,15 @@
 
 The classifier runs the model exactly as deployed: eval mode (BatchNorm running statistics) and the
 quantized forward pass; gradients through it pass the quantizers' straight-through estimators.
+
+A switchable-precision model (Double-Win Quant, `config.model.switchable_bits` = {b_1, .., b_P})
+is deployed with random precision inference, each query answered at a uniformly drawn b. The
+classifier returns the expectation of that prediction, exactly:
+
+  logits(x) = log((1/P) sum_b softmax(f_b(x))),
+
+the EOT model of shared/EVALUATION.md (`attacks.eot`) with every draw enumerated instead of
+sampled; attacks and scoring both see it.
 """
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -48,7 +58,16 @@ class Classifier:
   @property
   def logits_fn(self) -> LogitsFn:
     """images -> logits, unchecked and traceable (for attacks under `jax.jit` and `jax.grad`)."""
-    return lambda images: self.model.apply(self.variables, images, train=False)
+    return functools.partial(self._apply, self.variables)
+
+  def _apply(self, variables: Any, images: jax.Array) -> jax.Array:
+    """The deployed model's logits (the expectation over precisions if switchable)."""
+    if not self.model.switchable_bits:
+      return self.model.apply(variables, images, train=False)
+    log_probs = jnp.stack([
+        jax.nn.log_softmax(self.model.apply(variables, images, train=False, precision=bits))
+        for bits in self.model.switchable_bits])
+    return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(self.model.switchable_bits))
 
   def check_images(self, images: Any) -> None:
     """Raises ValueError unless `images` is a float array [N, *image_shape] with values in [0, 1]."""
@@ -70,7 +89,7 @@ class Classifier:
 
   @functools.cached_property
   def _jit_logits(self) -> Callable[[Any, jax.Array], jax.Array]:
-    return jax.jit(lambda variables, images: self.model.apply(variables, images, train=False))
+    return jax.jit(self._apply)
 
 
 def load_classifier(checkpoint_dir: str, step: int | str = "latest") -> Classifier:

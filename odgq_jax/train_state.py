@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from odgq_jax import models
 from odgq_jax import parallel
 
 
@@ -50,7 +51,7 @@ def _initializer(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformat
   init_rng, run_rng = jax.random.split(rng)
 
   def init(images):
-    variables = model.init(init_rng, images, train=True)
+    variables = models.init_variables(model, init_rng, images)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),

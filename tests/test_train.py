@@ -61,7 +61,7 @@ def run_steps(mesh, num_steps, config=None):
 
 def run_method_steps(mesh, num_batches, config):
   """Trains with `config.method` on synthetic batches: (state, losses, jitted train step)."""
-  method = methods.create_method(config.method)
+  method = methods.create_method_for_run(config)
   model_state, lr_fn = make_state(config, mesh)
   state = model_state.replace(method_state=parallel.replicate(
       method.init_method_state((BATCH, 8, 8, 3)), mesh))

@@ -1,6 +1,9 @@
 """Training methods: natural QAT, the robust-training baselines and ODG-Q, by name."""
-from odgq_jax.methods import dq, fgsm_rs, free_at, natural, odgq, pgd_at, trades  # registers them
+from odgq_jax.methods import (dq, dwq, fgsm_rs, free_at, natural, odgq, pgd_at,  # registers them
+                              trades)
 from odgq_jax.methods.base import StepOutput, TrainingMethod
-from odgq_jax.methods.registry import METHODS, create_method, method_config
+from odgq_jax.methods.registry import (METHODS, create_method, create_method_for_run,
+                                       method_config)
 
-__all__ = ["METHODS", "StepOutput", "TrainingMethod", "create_method", "method_config"]
+__all__ = ["METHODS", "StepOutput", "TrainingMethod", "create_method", "create_method_for_run",
+           "method_config"]

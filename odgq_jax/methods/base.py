@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,7 +83,11 @@ class TrainingMethod(abc.ABC):
 
   Attributes:
     label_smoothing: label smoothing of the task cross-entropy (set from the run's config).
+    trains_switchable_precision: (class constant) whether the method trains switchable-precision
+      models (`config.model.switchable_bits`); such a method has a `switchable_bits` field.
   """
+  trains_switchable_precision: ClassVar[bool] = False
+
   label_smoothing: float = dataclasses.field(default=0.0, kw_only=True)
 
   @property

@@ -18,7 +18,7 @@ METHODS: dict[str, type[TrainingMethod]] = {}
 M = TypeVar("M", bound=type[TrainingMethod])
 
 # Set from the run's config, not from config.method.
-_RUN_FIELDS = ("label_smoothing",)
+_RUN_FIELDS = ("label_smoothing", "switchable_bits")
 
 
 def register(name: str) -> Callable[[M], M]:
@@ -51,10 +51,30 @@ def method_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({"name": name, **options})
 
 
-def create_method(method_config_: ml_collections.ConfigDict,
-                  label_smoothing: float = 0.0) -> TrainingMethod:
-  """The method described by `config.method`."""
+def create_method(method_config_: ml_collections.ConfigDict, label_smoothing: float = 0.0,
+                  switchable_bits: tuple[int, ...] = ()) -> TrainingMethod:
+  """The method described by `config.method`, for a run with `config.label_smoothing` and
+  `config.model.switchable_bits` (empty for a fixed-precision model).
+
+  Raises:
+    ValueError: unknown method or option, or a switchable-precision model for a method that trains
+      fixed-precision ones (or the converse).
+  """
   options = dict(method_config_)
-  cls = _method_class(options.pop("name"))
+  name = options.pop("name")
+  cls = _method_class(name)
   options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+  if cls.trains_switchable_precision:
+    options["switchable_bits"] = tuple(switchable_bits)
+  elif switchable_bits:
+    switchable = sorted(n for n, c in METHODS.items() if c.trains_switchable_precision)
+    raise ValueError(f"model.switchable_bits is set, but method {name!r} trains fixed-precision "
+                     f"models; switchable-precision models are trained by {switchable}")
   return cls(**options, label_smoothing=label_smoothing)
+
+
+def create_method_for_run(config: ml_collections.ConfigDict) -> TrainingMethod:
+  """The method of a run's config: `config.method` with the run's label smoothing and the model's
+  switchable precisions."""
+  return create_method(config.method, config.label_smoothing,
+                       tuple(config.model.get("switchable_bits", ())))

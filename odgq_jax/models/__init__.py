@@ -12,7 +12,8 @@ import flax.linen as nn
 import ml_collections
 
 from odgq_jax import quant
-from odgq_jax.models.common import CIFAR10_MEAN, CIFAR10_STD, ModuleDef, QuantizedClassifier
+from odgq_jax.models.common import (CIFAR10_MEAN, CIFAR10_STD, ModuleDef, QuantizedClassifier,
+                                    init_variables)
 from odgq_jax.models.layers import QuantConv, QuantDense
 from odgq_jax.models.resnet_cifar import PreActResNet18, ResNet20, ResNet56, WideResNet34x10
 from odgq_jax.models.resnet_imagenet import ResNet18, ResNet50
@@ -36,19 +37,30 @@ def create_model(name: str, *, num_classes: int, weight_quantizer: quant.Quantiz
                  act_quantizer: quant.Quantizer, first_last_weight_quantizer: quant.Quantizer,
                  first_last_act_quantizer: quant.Quantizer,
                  input_mean: Sequence[float] = CIFAR10_MEAN,
-                 input_std: Sequence[float] = CIFAR10_STD) -> nn.Module:
+                 input_std: Sequence[float] = CIFAR10_STD,
+                 switchable_bits: Sequence[int] = ()) -> nn.Module:
   """Builds the registered model `name`; see `QuantizedClassifier` for the arguments.
 
   Raises:
-    ValueError: unknown name (the message lists the registered ones).
+    ValueError: unknown name (the message lists the registered ones), or `switchable_bits` that
+      are not at least two distinct bit-widths the hidden-layer quantizers accept.
   """
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; registered models: {sorted(MODELS)}")
+  switchable_bits = tuple(switchable_bits)
+  if switchable_bits:
+    if len(switchable_bits) < 2 or len(set(switchable_bits)) != len(switchable_bits):
+      raise ValueError(f"model.switchable_bits must be at least two distinct bit-widths, got "
+                       f"{list(switchable_bits)}")
+    for bits in switchable_bits:
+      quant.with_bits(weight_quantizer, bits)
+      quant.with_bits(act_quantizer, bits)
   return MODELS[name](num_classes=num_classes, weight_quantizer=weight_quantizer,
                       act_quantizer=act_quantizer,
                       first_last_weight_quantizer=first_last_weight_quantizer,
                       first_last_act_quantizer=first_last_act_quantizer,
-                      input_mean=tuple(input_mean), input_std=tuple(input_std))
+                      input_mean=tuple(input_mean), input_std=tuple(input_std),
+                      switchable_bits=switchable_bits)
 
 
 def create_model_from_config(model_config: ml_collections.ConfigDict,
@@ -58,13 +70,15 @@ def create_model_from_config(model_config: ml_collections.ConfigDict,
   Its fields: `name`; `weight_quantizer`, `act_quantizer`, `first_last_weight_quantizer`,
   `first_last_act_quantizer`, each the arguments of `quant.make_quantizer`, e.g.
   {"name": "uniform", "bits": 4} or {"name": "none"}; optionally `input_mean`, `input_std`
-  (CIFAR-10's by default).
+  (CIFAR-10's by default); optionally `switchable_bits` (a switchable-precision model, for
+  Double-Win Quant).
   """
   quantizers = {field: quant.make_quantizer(**model_config[field]) for field in _QUANTIZER_FIELDS}
-  normalization = {
-      field: model_config[field] for field in ("input_mean", "input_std") if field in model_config
+  optional = {
+      field: tuple(model_config[field])
+      for field in ("input_mean", "input_std", "switchable_bits") if field in model_config
   }
-  return create_model(model_config.name, num_classes=num_classes, **quantizers, **normalization)
+  return create_model(model_config.name, num_classes=num_classes, **quantizers, **optional)
 
 
 __all__ = [
@@ -76,4 +90,5 @@ __all__ = [
     "QuantizedClassifier",
     "create_model",
     "create_model_from_config",
+    "init_variables",
 ]

@@ -1,8 +1,9 @@
 """Building blocks shared by the models.
 
-`QuantizedClassifier` holds the fields every model has (classes, quantizers, input normalisation)
-and builds the input normalisation, the conv and BN layers and the classifier head; `ConvBN`,
-`BasicBlock`, `residual_shortcut` and `residual_stages` are the pieces of the residual networks.
+`QuantizedClassifier` holds the fields every model has (classes, quantizers, input normalisation,
+switchable precisions) and builds the input normalisation, the conv and BN layers and the classifier
+head; `PrecisionBatchNorm` keeps one BatchNorm per precision; `ConvBN`, `BasicBlock`,
+`residual_shortcut` and `residual_stages` are the pieces of the residual networks.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import dataclasses
 import functools
 from typing import Callable, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,10 +33,10 @@ UNQUANTIZED = quant.make_quantizer("none")
 class QuantizedClassifier(nn.Module):
   """Base class of the models: an image classifier built of quantized convs and dense layers.
 
-  A subclass implements `__call__(images, train)`, mapping float images [N, H, W, C] in [0, 1]
-  to logits [N, num_classes]: it normalises the images with `normalize`, builds its first conv
-  with `first_conv`, every other conv with `hidden_conv`, its BN layers with `batch_norm` and
-  ends with `classifier`.
+  A subclass implements `__call__(images, train, precision=None)`, mapping float images
+  [N, H, W, C] in [0, 1] to logits [N, num_classes]: it normalises the images with `normalize`,
+  builds its first conv with `first_conv`, every other conv with `hidden_conv(precision)`, its BN
+  layers with `batch_norm(train, precision)` and ends with `classifier`.
 
   Quantization, following DoReFa-Net (Zhou et al. 2016) and PACT (Choi et al. 2018), which keep
   the first and last layers at higher precision:
@@ -46,6 +48,13 @@ class QuantizedClassifier(nn.Module):
     `weight_quantizer` and its input with `act_quantizer`. These inputs follow a ReLU, so they are
     non-negative and unsigned activation quantizers (PACT, LSQ unsigned) apply.
 
+  Switchable precision (Double-Win Quant, Fu et al. 2021, after Jin et al. 2020's switchable
+  BatchNorm): with `switchable_bits` = (b_1, .., b_P), the model is called with `precision=b`, one
+  of them; the hidden layers' quantizers then run at b bits, every BN layer uses its own parameters
+  and statistics for b (`PrecisionBatchNorm`), and so do the hidden layers' learnable quantizer
+  parameters (`input_step_<b>bit`); kernels, the first and the last layer are shared. Initialise a
+  switchable model with `init_variables`, which creates the variables of every precision.
+
   Attributes:
     num_classes: number of logits.
     weight_quantizer: quantizer of the kernels of the hidden layers.
@@ -54,6 +63,8 @@ class QuantizedClassifier(nn.Module):
     first_last_act_quantizer: quantizer of the input of the classifier.
     input_mean: per-channel mean subtracted from the images (keyword-only).
     input_std: per-channel standard deviation the images are divided by (keyword-only).
+    switchable_bits: the precisions of a switchable-precision model, () for a fixed one
+      (keyword-only).
   """
   num_classes: int
   weight_quantizer: quant.Quantizer
@@ -62,6 +73,7 @@ class QuantizedClassifier(nn.Module):
   first_last_act_quantizer: quant.Quantizer
   input_mean: tuple[float, ...] = dataclasses.field(default=CIFAR10_MEAN, kw_only=True)
   input_std: tuple[float, ...] = dataclasses.field(default=CIFAR10_STD, kw_only=True)
+  switchable_bits: tuple[int, ...] = dataclasses.field(default=(), kw_only=True)
 
   def normalize(self, images: jax.Array) -> jax.Array:
     """(images - input_mean) / input_std, per channel."""
@@ -74,21 +86,68 @@ class QuantizedClassifier(nn.Module):
     return functools.partial(QuantConv, weight_quantizer=self.first_last_weight_quantizer,
                              input_quantizer=UNQUANTIZED)
 
-  def hidden_conv(self) -> ModuleDef:
-    """`QuantConv` constructor for all convs but the first."""
-    return functools.partial(QuantConv, weight_quantizer=self.weight_quantizer,
-                             input_quantizer=self.act_quantizer)
+  def check_precision(self, precision: int | None) -> None:
+    """Raises ValueError unless `precision` is one of `switchable_bits` (None for a fixed model)."""
+    if not self.switchable_bits and precision is not None:
+      raise ValueError(f"precision={precision!r} given to a fixed-precision model (its config has "
+                       "no model.switchable_bits)")
+    if self.switchable_bits and precision not in self.switchable_bits:
+      raise ValueError(f"a switchable-precision model needs precision= one of "
+                       f"{list(self.switchable_bits)}, got {precision!r}")
 
-  def batch_norm(self, train: bool) -> ModuleDef:
-    """`nn.BatchNorm` constructor: batch statistics if `train`, running averages otherwise."""
-    return functools.partial(nn.BatchNorm, use_running_average=not train,
+  def hidden_conv(self, precision: int | None = None) -> ModuleDef:
+    """`QuantConv` constructor for all convs but the first, at `precision` bits if switchable."""
+    self.check_precision(precision)
+    if precision is None:
+      return functools.partial(QuantConv, weight_quantizer=self.weight_quantizer,
+                               input_quantizer=self.act_quantizer)
+    return functools.partial(QuantConv,
+                             weight_quantizer=quant.with_bits(self.weight_quantizer, precision),
+                             input_quantizer=quant.with_bits(self.act_quantizer, precision),
+                             quantizer_param_suffix=f"_{precision}bit")
+
+  def batch_norm(self, train: bool, precision: int | None = None) -> ModuleDef:
+    """BatchNorm constructor: batch statistics if `train`, running averages otherwise; one
+    BatchNorm per precision (`PrecisionBatchNorm`) if switchable."""
+    self.check_precision(precision)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON)
+    if precision is None:
+      return norm
+    return functools.partial(PrecisionBatchNorm, norm=norm, precision=precision)
 
   def classifier(self, x: jax.Array) -> jax.Array:
     """Global average pooling of x [N, H, W, C], then the quantized dense layer `classifier`."""
     pooled = jnp.mean(x, axis=(1, 2))
     return QuantDense(self.num_classes, weight_quantizer=self.first_last_weight_quantizer,
                       input_quantizer=self.first_last_act_quantizer, name="classifier")(pooled)
+
+
+class PrecisionBatchNorm(nn.Module):
+  """Switchable BatchNorm: the BatchNorm `<precision>bit` among one per precision.
+
+  Attributes:
+    norm: `nn.BatchNorm` constructor.
+    precision: bit-width whose BatchNorm (scale, bias and running statistics) is used.
+  """
+  norm: ModuleDef
+  precision: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.norm(name=f"{self.precision}bit")(x)
+
+
+def init_variables(model: QuantizedClassifier, rng: jax.Array, images: jax.Array) -> dict:
+  """`model.init(rng, images, train=True)`; for a switchable model, the union of the variables
+  of every precision (shared variables are initialised identically by the same rng)."""
+  if not model.switchable_bits:
+    return model.init(rng, images, train=True)
+  flat = {}
+  for bits in model.switchable_bits:
+    variables = model.init(rng, images, train=True, precision=bits)
+    flat.update(flax.traverse_util.flatten_dict(flax.core.unfreeze(variables)))
+  return flax.traverse_util.unflatten_dict(flat)
 
 
 class ConvBN(nn.Module):

@@ -8,10 +8,12 @@ estimators.
 
 Parameter names: the kernel is `kernel` (Flax layout, output channel last), the bias `bias`, and a
 quantizer's learnable parameters are `input_<name>` / `weight_<name>` (e.g. `input_step` for LSQ,
-`input_alpha` for PACT), so that weight decay applied to `kernel` params only leaves them alone.
+`input_alpha` for PACT), so that weight decay applied to `kernel` params only leaves them alone; a
+switchable-precision model keeps one set per precision, `input_step_4bit` etc.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -28,15 +30,15 @@ HE_NORMAL_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def quantize_with_params(module: nn.Module, quantizer: Quantizer, x: jax.Array,
-                         prefix: str) -> jax.Array:
-  """Returns `quantizer(x, params)`, its learnable params being Flax params `<prefix>_<name>`.
+                         prefix: str, suffix: str = "") -> jax.Array:
+  """Returns `quantizer(x, params)`, its learnable params being Flax params `<prefix>_<name><suffix>`.
 
   The params are created in `module` and initialised from `x` by `quantizer.init_params` at
   `init` time (data-dependent, e.g. LSQ's step 2 mean|x| / sqrt(Qp)).
   """
   names = jax.eval_shape(quantizer.init_params, x)
   params = {
-      name: module.param(f"{prefix}_{name}", lambda rng, name=name: quantizer.init_params(x)[name])
+      name: module.param(f"{prefix}_{name}{suffix}", lambda rng, name=name: quantizer.init_params(x)[name])
       for name in names
   }
   return quantizer(x, params)
@@ -51,19 +53,23 @@ class QuantizedLinearLayer(nn.Module):
     input_quantizer: quantizer of the layer's input.
     use_bias: whether to add an (unquantized) bias `bias`.
     kernel_init: initializer of `kernel`.
+    quantizer_param_suffix: appended to the names of the quantizers' learnable params (one set per
+      precision in a switchable-precision model).
   """
   features: int
   weight_quantizer: Quantizer
   input_quantizer: Quantizer
   use_bias: bool
   kernel_init: Initializer
+  quantizer_param_suffix: str = dataclasses.field(default="", kw_only=True)
 
   def quantized_operands(self, x: jax.Array,
                          kernel_shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
     """Creates `kernel`; returns the quantized input and the quantized kernel."""
     kernel = self.param("kernel", self.kernel_init, tuple(kernel_shape))
-    return (quantize_with_params(self, self.input_quantizer, x, "input"),
-            quantize_with_params(self, self.weight_quantizer, kernel, "weight"))
+    suffix = self.quantizer_param_suffix
+    return (quantize_with_params(self, self.input_quantizer, x, "input", suffix),
+            quantize_with_params(self, self.weight_quantizer, kernel, "weight", suffix))
 
   def add_bias(self, y: jax.Array) -> jax.Array:
     """Adds the bias `bias` (initialised to zero) if `use_bias`."""

@@ -23,12 +23,13 @@ class CifarResNet(QuantizedClassifier):
   blocks_per_stage: int
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    norm = self.batch_norm(train)
+  def __call__(self, images: jax.Array, train: bool,
+               precision: int | None = None) -> jax.Array:
+    norm = self.batch_norm(train, precision)
     x = ConvBN(self.first_conv(), norm, 16, name="stem")(self.normalize(images))
     block = functools.partial(BasicBlock, zero_pad_shortcut=True)
-    x = residual_stages(x, block, (16, 32, 64), (self.blocks_per_stage,) * 3, self.hidden_conv(),
-                        norm)
+    x = residual_stages(x, block, (16, 32, 64), (self.blocks_per_stage,) * 3,
+                        self.hidden_conv(precision), norm)
     return self.classifier(x)
 
 
@@ -79,11 +80,12 @@ class PreActResNet(QuantizedClassifier):
   blocks_per_stage: tuple[int, ...]
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    norm = self.batch_norm(train)
+  def __call__(self, images: jax.Array, train: bool,
+               precision: int | None = None) -> jax.Array:
+    norm = self.batch_norm(train, precision)
     x = self.first_conv()(self.stem_features, name="stem_conv")(self.normalize(images))
     x = residual_stages(x, PreActBlock, self.stage_features, self.blocks_per_stage,
-                        self.hidden_conv(), norm)
+                        self.hidden_conv(precision), norm)
     x = nn.relu(norm(name="final_bn")(x))
     return self.classifier(x)
 

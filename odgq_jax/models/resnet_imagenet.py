@@ -57,13 +57,14 @@ class ImageNetResNet(QuantizedClassifier):
   blocks_per_stage: tuple[int, ...]
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    norm = self.batch_norm(train)
+  def __call__(self, images: jax.Array, train: bool,
+               precision: int | None = None) -> jax.Array:
+    norm = self.batch_norm(train, precision)
     x = ConvBN(self.first_conv(), norm, 64, kernel_size=7, strides=2,
                name="stem")(self.normalize(images))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     x = residual_stages(x, self.block, (64, 128, 256, 512), self.blocks_per_stage,
-                        self.hidden_conv(), norm)
+                        self.hidden_conv(precision), norm)
     return self.classifier(x)
 
 

@@ -14,8 +14,9 @@ class TinyCNN(QuantizedClassifier):
   """
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    norm = self.batch_norm(train)
+  def __call__(self, images: jax.Array, train: bool,
+               precision: int | None = None) -> jax.Array:
+    norm = self.batch_norm(train, precision)
     x = ConvBN(self.first_conv(), norm, 8, name="stem")(self.normalize(images))
-    x = ConvBN(self.hidden_conv(), norm, 16, strides=2, name="conv_bn")(x)
+    x = ConvBN(self.hidden_conv(precision), norm, 16, strides=2, name="conv_bn")(x)
     return self.classifier(x)

@@ -2,7 +2,7 @@
 
 Importing this package imports every quantizer module, which registers its quantizers.
 """
-from odgq_jax.quant.base import QUANTIZERS, Quantizer, make_quantizer
+from odgq_jax.quant.base import QUANTIZERS, Quantizer, make_quantizer, with_bits
 from odgq_jax.quant.binary import Binary
 from odgq_jax.quant.dorefa import DoReFaWeight
 from odgq_jax.quant.identity import Identity
@@ -20,4 +20,5 @@ __all__ = [
     "Quantizer",
     "SymmetricUniform",
     "make_quantizer",
+    "with_bits",
 ]

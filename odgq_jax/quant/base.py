@@ -114,3 +114,15 @@ def make_quantizer(name: str, **options: Any) -> Quantizer:
     raise ValueError(
         f"quantizer {name!r} has no option(s) {sorted(unknown)}; its options: {sorted(fields)}")
   return cls(**options)
+
+
+def with_bits(quantizer: Quantizer, bits: int) -> Quantizer:
+  """The same quantizer at `bits` bits (for switchable-precision models).
+
+  Raises:
+    ValueError: the quantizer has no bit-width (e.g. "none", "binary"), or bits is out of range.
+  """
+  if "bits" not in {f.name for f in dataclasses.fields(quantizer)}:
+    raise ValueError(f"switchable precision needs quantizers with a bit-width; "
+                     f"{type(quantizer).__name__} has none")
+  return dataclasses.replace(quantizer, bits=bits)

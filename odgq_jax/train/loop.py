@@ -62,7 +62,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   eval_every_steps = max(1, int(config.eval_every_epochs * steps_per_epoch))
 
   model = models.create_model_from_config(config.model, info.num_classes)
-  method = methods.create_method(config.method, config.label_smoothing)
+  method = methods.create_method_for_run(config)
   updates_per_batch = method.updates_per_batch
   if total_steps % updates_per_batch:
     raise ValueError(
