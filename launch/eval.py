@@ -86,6 +86,9 @@ def main(argv):
       substitutes={name: s.logits_fn for name, s in substitutes.items()},
       key=jax.random.PRNGKey(FLAGS.seed), batch_size=FLAGS.batch_size, binary=binary)
   report["checkpoint"] = {"directory": FLAGS.checkpoint, "step": target.step}
+  if target.model.switchable_bits:
+    # Random precision inference, attacked and scored as its exact expectation (EOT).
+    report["expectation_over_precisions"] = list(target.model.switchable_bits)
   paths = report_lib.write_report(report, FLAGS.output,
                                   f"{FLAGS.checkpoint} (step {target.step})")
   print(report_lib.markdown(report, f"{FLAGS.checkpoint} (step {target.step})"))
