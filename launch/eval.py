@@ -8,6 +8,11 @@ Writes report.json (schema in README.md), report.md and robust_vs_eps.png beside
 a progress line with the ETA after every batch of every attack. Transfer attacks whose substitute is
 not given are skipped and the report says so.
 """
+from odgq_jax import host_allocator
+
+host_allocator.reexec_with_huge_pages()  # before JAX starts; see odgq_jax/host_allocator.py
+
+# pylint: disable=wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging

@@ -4,6 +4,13 @@ Kept thin on purpose: it parses flags and calls `odgq_jax.train.train_and_evalua
 notebooks call too. Override config fields with `--config.key=value` (an unknown key is an error).
 Run it again with the same command to resume from the latest checkpoint in DIR.
 """
+from odgq_jax import host_allocator
+
+host_allocator.reexec_with_huge_pages()  # before JAX starts; see odgq_jax/host_allocator.py
+
+# pylint: disable=wrong-import-position
+import os
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -28,8 +35,9 @@ def main(argv):
   logs.quiet_library_logs()
   if FLAGS.distributed:
     jax.distributed.initialize()
-  logging.info("JAX process %d of %d, devices: %s", jax.process_index(), jax.process_count(),
-               jax.devices())
+  logging.info("JAX process %d of %d, devices: %s; %s=%r", jax.process_index(),
+               jax.process_count(), jax.devices(), host_allocator.TUNABLES,
+               os.environ.get(host_allocator.TUNABLES))
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

@@ -5,6 +5,7 @@ checkout (skipped where it is absent).
 """
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import odgq_jax
+from odgq_jax import host_allocator
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TFDS = REPO.parent / "shared" / "tensorflow_datasets" / "cifar10_jpeg"
@@ -29,8 +31,13 @@ def launch(workdir, *overrides):
   return subprocess.Popen(
       [sys.executable, str(REPO / "launch" / "train.py"), "--config",
        str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir), *overrides],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env=dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2"))
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=launch_environment())
+
+
+def launch_environment():
+  """The test's environment for a launcher, without GLIBC_TUNABLES (the launcher sets it)."""
+  environ = {k: v for k, v in os.environ.items() if k != host_allocator.TUNABLES}
+  return dict(environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def run_to_end(workdir, *overrides):
@@ -66,6 +73,13 @@ def test_smoke_run_logs_progress_and_checkpoints(uninterrupted):
   assert (workdir / "config.json").is_file()
   assert finished_steps(workdir)[-1] == SMOKE_STEPS
   assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard event file"
+
+
+def test_launcher_runs_with_huge_pages_for_the_host_allocator(uninterrupted):
+  _, output = uninterrupted
+  applies = host_allocator.huge_page_environment({}, platform.system(), platform.libc_ver())
+  expected = repr(host_allocator.HUGE_PAGES) if applies else "None"
+  assert f"GLIBC_TUNABLES={expected}" in output
 
 
 def test_kill_and_resume_gives_the_same_result(uninterrupted, tmp_path):
@@ -150,8 +164,7 @@ def test_eval_end_to_end_on_the_smoke_checkpoint(uninterrupted, tmp_path):
       [sys.executable, str(REPO / "launch" / "eval.py"), "--checkpoint", workdir,
        "--substitute", f"fp={workdir}", "--substitute", f"low_bit={workdir}",
        "--num_examples", "16", "--batch_size", "16", "--output", str(output)],
-      cwd=REPO, capture_output=True, text=True, timeout=900,
-      env=dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2"))
+      cwd=REPO, capture_output=True, text=True, timeout=900, env=launch_environment())
   assert proc.returncode == 0, proc.stdout + proc.stderr
   report = json.loads(output.read_text())
   assert report["protocol"] == "quick" and report["num_examples"] == 16
