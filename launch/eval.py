@@ -35,7 +35,8 @@ flags.DEFINE_integer("num_examples", None, "Evaluate the first N test examples (
                      "protocol's).")
 flags.DEFINE_string("output", "report.json", "Path of the JSON report.")
 flags.DEFINE_float("eps", 8 / 255, "L-inf radius of the threat model.")
-flags.DEFINE_string("split", "test", "TFDS split to evaluate (its first N examples).")
+flags.DEFINE_string("split", "test", "TFDS split to evaluate (its first N examples); a sliced "
+                    "split such as 'train[45000:]' (held-out images) works too.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: the one the run trained with).")
 flags.DEFINE_string("step", "latest", "Checkpoint to evaluate: latest, best or a step number.")
 flags.DEFINE_integer("batch_size", 250, "Examples per attack batch.")
@@ -61,7 +62,10 @@ def _substitutes() -> dict[str, odgq_jax.Classifier]:
 
 def _test_examples(classifier: odgq_jax.Classifier, num_examples: int | None):
   config = classifier.config.copy_and_resolve_references()
-  config.eval_split = FLAGS.split if num_examples is None else f"{FLAGS.split}[:{num_examples}]"
+  # A split that is already sliced cannot be sliced again by name: it is read whole and cut below.
+  sliced = "[" in FLAGS.split
+  config.eval_split = (FLAGS.split if num_examples is None or sliced
+                       else f"{FLAGS.split}[:{num_examples}]")
   config.eval_batch_size = jax.device_count() * 100
   if FLAGS.data_dir is not None:
     config.data_dir = FLAGS.data_dir
@@ -69,7 +73,8 @@ def _test_examples(classifier: odgq_jax.Classifier, num_examples: int | None):
   for batch in input_pipeline.eval_batches(config):
     images.append(batch["image"][batch["mask"]])
     labels.append(batch["label"][batch["mask"]])
-  return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+  images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
+  return images[:num_examples], labels[:num_examples]
 
 
 def main(argv):
@@ -91,6 +96,7 @@ def main(argv):
       substitutes={name: s.logits_fn for name, s in substitutes.items()},
       key=jax.random.PRNGKey(FLAGS.seed), batch_size=FLAGS.batch_size, binary=binary)
   report["checkpoint"] = {"directory": FLAGS.checkpoint, "step": target.step}
+  report["split"] = FLAGS.split
   if target.model.switchable_bits:
     # Random precision inference, attacked and scored as its exact expectation (EOT).
     report["expectation_over_precisions"] = list(target.model.switchable_bits)

@@ -163,11 +163,13 @@ def test_eval_end_to_end_on_the_smoke_checkpoint(uninterrupted, tmp_path):
   proc = subprocess.run(
       [sys.executable, str(REPO / "launch" / "eval.py"), "--checkpoint", workdir,
        "--substitute", f"fp={workdir}", "--substitute", f"low_bit={workdir}",
-       "--num_examples", "16", "--batch_size", "16", "--output", str(output)],
+       "--split", "test[5:]", "--num_examples", "16", "--batch_size", "16",
+       "--output", str(output)],
       cwd=REPO, capture_output=True, text=True, timeout=900, env=launch_environment())
   assert proc.returncode == 0, proc.stdout + proc.stderr
   report = json.loads(output.read_text())
   assert report["protocol"] == "quick" and report["num_examples"] == 16
+  assert report["split"] == "test[5:]"
   assert report["attacks"]["transfer_low_bit"] is not None
   assert report["attacks"]["transfer_arch"] is None  # no substitute given
   assert report["verdict"] in ("passed", "masked")
