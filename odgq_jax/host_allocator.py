@@ -10,9 +10,8 @@ large allocations with transparent huge pages (2 MiB) removes almost all of them
 `benchmarks/host_allocator.py` measures the difference. The setting must be in the environment
 when the process starts, so the launchers call `reexec_with_huge_pages()` before importing JAX: it
 re-executes the same command (same PID, interpreter options, arguments, and the environment plus
-the tunable) once. It does
-nothing if GLIBC_TUNABLES is already set (set it to an empty string to opt out), off Linux, or
-with a C library other than glibc >= 2.35.
+the tunable) once. It does nothing if GLIBC_TUNABLES is already set (set it to an empty string to
+opt out), off Linux, or with a C library other than glibc >= 2.35.
 """
 from __future__ import annotations
 

@@ -111,7 +111,8 @@ def test_dwq_reduces_the_loss_and_trains_every_precision_in_one_compiled_step():
   assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
   before, after = flat(initial.batch_stats), flat(state.batch_stats)
   for bits in BITS:  # both precisions were drawn (and trained) in 20 steps
-    assert not np.allclose(before[f"conv_bn/bn/{bits}bit/mean"], after[f"conv_bn/bn/{bits}bit/mean"])
+    name = f"conv_bn/bn/{bits}bit/mean"
+    assert not np.allclose(before[name], after[name])
 
 
 def test_dwq_with_pgd_crafting_runs():

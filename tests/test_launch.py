@@ -31,7 +31,8 @@ def launch(workdir, *overrides):
   return subprocess.Popen(
       [sys.executable, str(REPO / "launch" / "train.py"), "--config",
        str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir), *overrides],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=launch_environment())
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=launch_environment())
 
 
 def launch_environment():

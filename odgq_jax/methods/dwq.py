@@ -57,7 +57,8 @@ class DoubleWinQuant(base.TrainingMethod):
     adversarial.check_count("dwq", "attack_steps", self.attack_steps)
     if len(self.switchable_bits) < 2:
       raise ValueError("dwq trains a switchable-precision model: set model.switchable_bits to at "
-                       f"least two bit-widths, e.g. (4, 5, 6, 7, 8); got {list(self.switchable_bits)}")
+                       "least two bit-widths, e.g. (4, 5, 6, 7, 8); got "
+                       f"{list(self.switchable_bits)}")
 
   def update(self, state, batch, rng):
     precision_key, attack_key = jax.random.split(rng)

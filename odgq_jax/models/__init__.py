@@ -75,7 +75,7 @@ def create_model_from_config(model_config: ml_collections.ConfigDict,
   """
   quantizers = {field: quant.make_quantizer(**model_config[field]) for field in _QUANTIZER_FIELDS}
   optional = {
-      field: tuple(model_config[field])
+      field: model_config[field]
       for field in ("input_mean", "input_std", "switchable_bits") if field in model_config
   }
   return create_model(model_config.name, num_classes=num_classes, **quantizers, **optional)

@@ -31,14 +31,16 @@ HE_NORMAL_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def quantize_with_params(module: nn.Module, quantizer: Quantizer, x: jax.Array,
                          prefix: str, suffix: str = "") -> jax.Array:
-  """Returns `quantizer(x, params)`, its learnable params being Flax params `<prefix>_<name><suffix>`.
+  """Returns `quantizer(x, params)`, its learnable params being the Flax params
+  `<prefix>_<name><suffix>`.
 
   The params are created in `module` and initialised from `x` by `quantizer.init_params` at
   `init` time (data-dependent, e.g. LSQ's step 2 mean|x| / sqrt(Qp)).
   """
   names = jax.eval_shape(quantizer.init_params, x)
   params = {
-      name: module.param(f"{prefix}_{name}{suffix}", lambda rng, name=name: quantizer.init_params(x)[name])
+      name: module.param(f"{prefix}_{name}{suffix}",
+                         lambda rng, name=name: quantizer.init_params(x)[name])
       for name in names
   }
   return quantizer(x, params)
