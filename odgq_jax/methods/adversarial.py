@@ -19,13 +19,14 @@ treats it as data.
 f is the network in train mode with the current parameters (batch statistics, running statistics
 untouched; `base.train_mode_logits_fn`), as in Wong et al.'s FGSM-RS code and the usual PyTorch
 PGD-AT code.
-Crafting costs K forward+backward passes (input gradients only); the loop is a `lax.fori_loop`
-unrolled at compile time: K is small and static, and on XLA:CPU the same work inside a rolled loop
-runs about twice as slowly (PGD-10-AT: 18.5x natural in wall time rolled, 7.5x unrolled, against
-7.5x in FLOPs; `benchmarks/step_cost.py`).
+Crafting costs K forward+backward passes (input gradients only). K is small and static, and the
+loop is a Python loop, unrolled when traced. On XLA:CPU a rolled `lax.fori_loop` runs the same work
+about twice as slowly (PGD-10-AT: 18.5x natural in wall time rolled, 8.5x unrolled, against 7.5x in
+FLOPs), and `fori_loop(..., unroll=True)` still lowers K = 1 to a one-trip while loop, which
+XLA:CPU runs as slowly as a rolled loop (FGSM-RS: 4.2x natural against 1.65x in FLOPs); `benchmarks/step_cost.py`.
 
-Replays. Free-AT replays each minibatch m times, one optimizer update per replay, under `lax.scan`
-(`replay_minibatch`), as ODG-Q does.
+Replays. Free-AT replays each minibatch m times, one optimizer update per replay, in a loop unrolled
+the same way (`replay_minibatch`), as ODG-Q does.
 """
 from __future__ import annotations
 
@@ -59,12 +60,11 @@ def sign_gradient_ascent(objective: Callable[[jax.Array], jax.Array], images: ja
     x_K, in the eps-ball around `images` and in [0, 1], without gradient.
   """
 
-  def step(_, adversarial):
+  adversarial = projection.project_linf(start, images, eps)
+  for _ in range(num_steps):  # unrolled at trace time, see the module doc
     gradient = jax.grad(objective)(adversarial)
-    return projection.project_linf(adversarial + step_size * jnp.sign(gradient), images, eps)
-
-  start = projection.project_linf(start, images, eps)
-  return jax.lax.stop_gradient(jax.lax.fori_loop(0, num_steps, step, start, unroll=True))
+    adversarial = projection.project_linf(adversarial + step_size * jnp.sign(gradient), images, eps)
+  return jax.lax.stop_gradient(adversarial)
 
 
 def pgd_examples(logits_fn: Callable[[jax.Array], jax.Array], images: jax.Array,
@@ -108,9 +108,9 @@ def replay_minibatch(replay: Callable[[Carry, Any], tuple[Carry, base.StepOutput
                      num_replays: int, xs: Any = None) -> tuple[Carry, base.StepOutput]:
   """Runs `replay` m times (one optimizer update each, the state in `carry`).
 
-  The scan is unrolled: m is small and static, and on XLA:CPU a rolled loop around a whole
-  forward-backward-update costs about twice the same work unrolled (measured with
-  `benchmarks/step_cost.py`).
+  The loop is a Python loop, unrolled when traced, for the reasons given for crafting in the module
+  doc (a rolled loop around a whole forward-backward-update costs about twice the same work
+  unrolled on XLA:CPU).
 
   Args:
     replay: (carry, x) -> (carry, step output of this replay).
@@ -122,8 +122,11 @@ def replay_minibatch(replay: Callable[[Carry, Any], tuple[Carry, base.StepOutput
     The final carry, and the minibatch's step output: the mean loss over the m replays and the
     logits of the last one.
   """
-  carry, outputs = jax.lax.scan(replay, carry, xs, length=num_replays, unroll=True)
-  return carry, base.StepOutput(outputs.loss.mean(), outputs.logits[-1])
+  losses = []
+  for index in range(num_replays):
+    carry, output = replay(carry, None if xs is None else jax.tree.map(lambda x: x[index], xs))
+    losses.append(output.loss)
+  return carry, base.StepOutput(jnp.mean(jnp.stack(losses)), output.logits)
 
 
 def check_radius_and_step(method: str, eps: float, step_size: float) -> None:
