@@ -9,10 +9,10 @@ full-precision weights); add adversarial training on FGSM-RS examples with
 Expected: see the results table of README.md (measured on the stated machine).
 """
 from configs import cifar10_resnet20_w4a4
+from configs import default
 from odgq_jax import methods
 
 
 def get_config():
   config = cifar10_resnet20_w4a4.get_config()
-  config.method = methods.method_config("dq")
-  return config
+  return default.robust_training(config, methods.method_config("dq"))

@@ -13,11 +13,11 @@ It is evaluated as the exact expectation over the precisions (EOT with every dra
 Expected: see the results table of README.md (measured on the stated machine).
 """
 from configs import cifar10_resnet20_w4a4
+from configs import default
 from odgq_jax import methods
 
 
 def get_config():
   config = cifar10_resnet20_w4a4.get_config()
   config.model.switchable_bits = (4, 5, 6, 7, 8)
-  config.method = methods.method_config("dwq")
-  return config
+  return default.robust_training(config, methods.method_config("dwq"))

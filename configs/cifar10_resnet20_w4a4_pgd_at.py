@@ -8,10 +8,10 @@ inputs; loss CE(f(x_adv), y). A step costs 11 forward+backward passes.
 Expected: see the results table of README.md (measured on the stated machine).
 """
 from configs import cifar10_resnet20_w4a4
+from configs import default
 from odgq_jax import methods
 
 
 def get_config():
   config = cifar10_resnet20_w4a4.get_config()
-  config.method = methods.method_config("pgd_at", attack_steps=10)
-  return config
+  return default.robust_training(config, methods.method_config("pgd_at", attack_steps=10))

@@ -8,10 +8,10 @@ x0 + 0.001 N(0, I); loss CE(f(x0), y) + 6 KL(p(x0) || p(x_adv)), both branches b
 Expected: see the results table of README.md (measured on the stated machine).
 """
 from configs import cifar10_resnet20_w4a4
+from configs import default
 from odgq_jax import methods
 
 
 def get_config():
   config = cifar10_resnet20_w4a4.get_config()
-  config.method = methods.method_config("trades")
-  return config
+  return default.robust_training(config, methods.method_config("trades"))

@@ -40,6 +40,17 @@ def quantize_model(config: ml_collections.ConfigDict, weight_bits: int, act_bits
   return config
 
 
+def robust_training(config: ml_collections.ConfigDict,
+                    method: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Trains with the robust method `method` (`odgq_jax.methods.method_config(...)`), without label
+  smoothing: smoothed targets raise PGD accuracy without making the network robust (Shafahi et al.
+  2019, "Label smoothing and logit squeezing: a replacement for adversarial training?"), which
+  would blur the robustness comparison."""
+  config.method = method
+  config.label_smoothing = 0.0
+  return config
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -73,12 +84,15 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Optimisation (odgq_jax/train/optimizer.py).
   config.num_epochs = 10
-  config.learning_rate = 0.1  # peak, reached after the warm-up
+  # Peak learning rate and label smoothing were chosen on held-out training images (train[:45000]
+  # for training, train[45000:] for the choice; ResNet-20 FP, 10 epochs): 0.2 with smoothing 0.1
+  # reached 84.04% held-out accuracy, 0.1 without smoothing 83.04% (README, "Results").
+  config.learning_rate = 0.2  # peak, reached after the warm-up
   config.warmup_epochs = 0.5
   config.momentum = 0.9
   config.nesterov = True
   config.weight_decay = 5e-4  # on conv and dense kernels only
-  config.label_smoothing = 0.0
+  config.label_smoothing = 0.1  # natural training only: see robust_training
 
   # Run control: these may change when a run is resumed.
   config.log_every_steps = 50
