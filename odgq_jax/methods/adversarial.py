@@ -21,9 +21,10 @@ untouched; `base.train_mode_logits_fn`), as in Wong et al.'s FGSM-RS code and th
 PGD-AT code.
 Crafting costs K forward+backward passes (input gradients only). K is small and static, and the
 loop is a Python loop, unrolled when traced. On XLA:CPU a rolled `lax.fori_loop` runs the same work
-about twice as slowly (PGD-10-AT: 18.5x natural in wall time rolled, 8.5x unrolled, against 7.5x in
-FLOPs), and `fori_loop(..., unroll=True)` still lowers K = 1 to a one-trip while loop, which
-XLA:CPU runs as slowly as a rolled loop (FGSM-RS: 4.2x natural against 1.65x in FLOPs); `benchmarks/step_cost.py`.
+about twice as slowly (PGD-10-AT: 18.5x natural in wall time rolled, 8.1x unrolled, against 7.5x in
+FLOPs), and `fori_loop(..., unroll=True)` keeps K = 1 in a one-trip loop, which XLA:CPU runs as
+slowly (FGSM-RS: 4.25x natural in a one-trip loop, 1.56x in a Python loop, 1.65x in FLOPs); see
+`benchmarks/step_cost.py` and `benchmarks/xla_cpu_control_flow.py`.
 
 Replays. Free-AT replays each minibatch m times, one optimizer update per replay, in a loop unrolled
 the same way (`replay_minibatch`), as ODG-Q does.
