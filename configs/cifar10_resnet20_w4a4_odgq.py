@@ -1,7 +1,8 @@
 """ResNet-20 W4A4 on CIFAR-10 trained with ODG-Q (odgq_jax/methods/odgq.py), eps 8/255.
 
 Bank: two global domains (universal perturbations, step sizes 1/255 and 4/255), one local domain
-(per-example, carried over the 4 replays of each minibatch), one random domain; uniform selection;
+(per-example: after each of the 4 replays of a minibatch, a sign-gradient step of 8/255 from the
+perturbation that replay used), one random domain; uniform selection;
 loss = CE(adv) + 1.0 * KL(natural || adv). The 10 epochs are 10 epochs of optimizer updates: with 4
 replays per minibatch the run reads 2.5 epochs of minibatches.
 

@@ -41,11 +41,19 @@ def test_bank_updates_stay_in_the_eps_ball_and_the_image_box():
     grads = jax.random.normal(jax.random.fold_in(key, i), images.shape)
     weights = jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2)
     universal = bank.update_universal(universal, weights, grads, (0,), (4 / 255,), EPS)
-    local = bank.update_local(local, weights[:, 1], grads, images, EPS, EPS)
+    local = bank.update_local(local, grads, images, EPS, EPS)
   assert float(jnp.abs(universal).max()) <= EPS + 1e-7
   assert float(jnp.abs(local).max()) <= EPS + 1e-7
   assert 0.0 <= float((images + local).min()) and float((images + local).max()) <= 1.0
-  assert float(jnp.abs(local[0]).max()) == 0.0  # example 0 never chose the local domain
+
+
+def test_local_update_steps_on_from_the_perturbation_the_replay_used():
+  images = jnp.full((2, 2, 2, 1), 0.5)
+  used = jnp.stack([jnp.full((2, 2, 1), 0.01), jnp.full((2, 2, 1), -0.02)])  # e.g. two domains
+  grads = jnp.array([1.0, -1.0]).reshape(2, 1, 1, 1) * jnp.ones_like(images)
+  local = bank.update_local(used, grads, images, 0.005, EPS)
+  np.testing.assert_allclose(local[0], 0.015, rtol=1e-5)
+  np.testing.assert_allclose(local[1], -0.025, rtol=1e-5)
 
 
 @pytest.mark.parametrize("selection", ["uniform", "per_example", "loss_weighted"])

@@ -11,8 +11,8 @@ online from the training's own backward pass, makes the quantized network robust
   5. one backward pass gives the parameter gradients and g = dLoss/dx_adv;
   6. the optimizer updates the network (quantizer parameters included) and g updates the bank.
 
-The minibatch is replayed m = `replays` times (the local domain's per-example perturbation is
-carried over the replays, as in free adversarial training), so a run reads 1/m as many minibatches
+The minibatch is replayed m = `replays` times (the local domain's per-example perturbation steps
+on from each replay's perturbation, as in free adversarial training), so a run reads 1/m as many minibatches
 for the same number of updates. Every choice beyond the paper's abstract and figure is this
 project's and is an option here; see shared/METHOD.md.
 """
@@ -114,19 +114,20 @@ class ODGQ(base.TrainingMethod):
       delta = bank.mix_perturbations(
           weights, self._candidates(state.method_state["universal"], local_delta, random_key,
                                     images))
-      adversarial = projection.clip_to_box(images + delta)
+      adversarial_images = projection.clip_to_box(images + delta)
 
-      def loss_fn(params, adversarial):
+      def loss_fn(params, adversarial_images):
         natural_params = params if self.natural_branch_grad else jax.lax.stop_gradient(params)
         natural_logits, batch_stats = base.apply_train_mode(state, natural_params,
                                                             state.batch_stats, images)
-        logits, batch_stats = base.apply_train_mode(state, params, batch_stats, adversarial)
+        logits, batch_stats = base.apply_train_mode(state, params, batch_stats,
+                                                    adversarial_images)
         per_example_ce = base.cross_entropy(logits, labels, self.label_smoothing)
         loss = per_example_ce.mean() + self.beta * align(natural_logits, logits)
         return loss, (logits, batch_stats, per_example_ce)
 
       (loss, (logits, batch_stats, per_example_ce)), (grads, image_grad) = jax.value_and_grad(
-          loss_fn, argnums=(0, 1), has_aux=True)(state.params, adversarial)
+          loss_fn, argnums=(0, 1), has_aux=True)(state.params, adversarial_images)
       method_state = {
           "universal": bank.update_universal(
               state.method_state["universal"], weights, image_grad, self._global_domains,
@@ -135,8 +136,8 @@ class ODGQ(base.TrainingMethod):
                                                  jax.lax.stop_gradient(per_example_ce)),
       }
       if "local" in self.domains:
-        local_delta = bank.update_local(local_delta, weights[:, self.domains.index("local")],
-                                        image_grad, images, self.local_step_size, self.eps)
+        local_delta = bank.update_local(adversarial_images - images, image_grad, images,
+                                        self.local_step_size, self.eps)
       state = state.apply_gradients(grads, batch_stats).replace(method_state=method_state)
       return (state, local_delta), base.StepOutput(loss, logits)
 

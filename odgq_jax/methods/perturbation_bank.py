@@ -7,7 +7,9 @@ level"; the kinds and their updates are this project's definition, see shared/ME
 - "global": a universal perturbation u_k (H, W, C) shared by all examples, kept in the train
   state; updated u_k <- clip(u_k + alpha_k sign(mean_n g_n), -eps, eps).
 - "local": a per-example perturbation delta_n, carried over the m replays of a minibatch (it starts
-  from a uniform random point of the eps-ball); updated delta_n <- Proj(delta_n + alpha sign(g_n)).
+  from a uniform random point of the eps-ball); after every replay, delta_n <- Proj(d_n + alpha
+  sign(g_n)) with d_n the perturbation example n was trained on in that replay, whichever domain
+  it came from: "each replay starts from the previous replay's perturbation" (shared/METHOD.md).
 - "random": uniform noise in [-eps, eps], drawn afresh; no state, no update.
 
 Here g = dLoss/dx_adv is the input gradient of the training loss, from the same backward pass
@@ -18,7 +20,7 @@ whole batch, uniformly; `per_example`: one per example, uniformly; `loss_weighte
 batch, with probabilities softmax(loss_k / T) of a running mean of each domain's loss, favouring
 the domains the network currently finds hardest). The perturbation is then the arithmetic mix
 sum_k w_nk delta_k[n], so changing the selected domain never changes the compiled program.
-A domain is updated only from the examples that selected it.
+A global domain is updated only from the examples that selected it.
 """
 from __future__ import annotations
 
@@ -75,17 +77,17 @@ def update_universal(universal: jax.Array, weights: jax.Array, image_grad: jax.A
   return jnp.stack(updated) if updated else universal
 
 
-def update_local(local_delta: jax.Array, chose_local: jax.Array, image_grad: jax.Array,
-                 images: jax.Array, step_size: float, eps: float) -> jax.Array:
-  """delta_n <- Proj(delta_n + alpha sign(g_n)) for the examples that chose the local domain.
+def update_local(used_delta: jax.Array, image_grad: jax.Array, images: jax.Array,
+                 step_size: float, eps: float) -> jax.Array:
+  """delta_n <- Proj(d_n + alpha sign(g_n)), d_n the perturbation example n was trained on.
 
-  Proj keeps delta_n in the eps-ball and images_n + delta_n in [0, 1] (free adversarial training,
-  Shafahi et al. 2019).
+  Every example's local perturbation steps on from the perturbation of this replay, whichever
+  domain it came from, so that each replay starts from the previous replay's perturbation (free
+  adversarial training, Shafahi et al. 2019). Proj keeps delta_n in the eps-ball and
+  images_n + delta_n in [0, 1].
   """
-  stepped = projection.project_linf(images + local_delta + step_size * jnp.sign(image_grad),
-                                    images, eps) - images
-  chose = chose_local.reshape((-1,) + (1,) * (images.ndim - 1)) > 0
-  return jnp.where(chose, stepped, local_delta)
+  return projection.project_linf(images + used_delta + step_size * jnp.sign(image_grad),
+                                 images, eps) - images
 
 
 def update_domain_loss(domain_loss: jax.Array, weights: jax.Array,
