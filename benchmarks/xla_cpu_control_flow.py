@@ -14,28 +14,18 @@ done twice per call, as:
 Prints the median seconds of each and its ratio to python_loop.
 """
 import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
 from odgq_jax.models.conv import conv2d
 
+from conv_kernel_grad import median_seconds  # benchmarks/ is on sys.path when run as a script
+
 NUM_CONVS = 8
 SHAPE = (64, 32, 32, 16)
 PADDING = ((1, 1), (1, 1))
 REPEATS = 9
-
-
-def median_seconds(fn, *args):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(REPEATS):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def loss(x, kernels):
@@ -81,7 +71,7 @@ def main():
   kernels = [0.1 * jax.random.normal(jax.random.fold_in(key, i), (3, 3, SHAPE[-1], SHAPE[-1]))
              for i in range(NUM_CONVS)]
   index = jnp.int32(1)
-  results = {fn.__name__: median_seconds(jax.jit(fn), x, kernels, index)
+  results = {fn.__name__: median_seconds(jax.jit(fn), x, kernels, index, repeats=REPEATS)
              for fn in (python_loop, switch, fori_rolled, fori_unrolled_1)}
   for name, seconds in results.items():
     print(json.dumps({"variant": name, "seconds": round(seconds, 4),
