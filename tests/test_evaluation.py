@@ -50,6 +50,12 @@ def test_worst_case_is_at_most_every_attack(honest_report):
   assert honest_report["worst_case"] <= min(accuracies + [honest_report["clean"]])
 
 
+def test_robust_accuracy_counts_only_examples_correct_without_attack(honest_report):
+  for name, accuracy in honest_report["attacks"].items():
+    assert accuracy is None or accuracy <= honest_report["clean"], name
+  assert max(honest_report["robust_vs_eps"]["accuracy"]) <= honest_report["clean"]
+
+
 def test_an_honest_model_passes_the_sanity_checks(honest_report):
   failed = {k: c["detail"] for k, c in honest_report["sanity"].items() if not c["passed"]}
   assert not failed

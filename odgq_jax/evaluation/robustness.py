@@ -60,22 +60,26 @@ class _Runner:
     self.seconds: dict[str, float] = {}
 
   def correct(self, name: str, score: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
-              ) -> np.ndarray:
-    """Per-example bool results of `score(images, labels, key)`, computed in batches."""
+              among: np.ndarray | None = None) -> np.ndarray:
+    """Per-example bool results of `score(images, labels, key)`, computed in batches.
+
+    Only the examples where `among` is True are scored (all if None); the others are False.
+    """
+    indices = np.arange(len(self.images)) if among is None else np.flatnonzero(among)
     jitted = jax.jit(score)
     key = jax.random.fold_in(self.key, zlib.crc32(name.encode()) % (2**31))
-    results, start_time = [], time.perf_counter()
-    num_batches = -(-len(self.images) // self.batch_size)
-    for i, (lo, hi) in enumerate(_batches(len(self.images), self.batch_size)):
-      batch_images = _pad(self.images[lo:hi], self.batch_size)
-      batch_labels = _pad(self.labels[lo:hi], self.batch_size)
-      out = jitted(batch_images, batch_labels, jax.random.fold_in(key, i))
-      results.append(np.asarray(out)[:hi - lo])
+    result, start_time = np.zeros(len(self.images), bool), time.perf_counter()
+    num_batches = -(-len(indices) // self.batch_size)
+    for i, (lo, hi) in enumerate(_batches(len(indices), self.batch_size)):
+      batch = indices[lo:hi]
+      out = jitted(_pad(self.images[batch], self.batch_size),
+                   _pad(self.labels[batch], self.batch_size), jax.random.fold_in(key, i))
+      result[batch] = np.asarray(out)[:hi - lo]
       elapsed = time.perf_counter() - start_time
       self.progress(f"[{name}] batch {i + 1}/{num_batches} | {elapsed:.0f} s | ETA "
                     f"{elapsed / (i + 1) * (num_batches - i - 1):.0f} s")
     self.seconds[name] = time.perf_counter() - start_time
-    return np.concatenate(results).astype(bool)
+    return result
 
 
 def _is_correct(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array) -> jax.Array:
@@ -151,12 +155,17 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
     binary: also run PGD++ (for binary networks).
     progress: called with a progress line after every batch.
 
+  An example misclassified without attack counts as not robust under every attack and is not
+  attacked (as in AutoAttack): robust accuracy is the fraction of examples classified correctly
+  both clean and under the attack.
+
   Returns:
     The report (see README, "Evaluation report"): protocol, num_examples, eps, clean, attacks,
     skipped, worst_case, sanity, verdict, zero_gradient_rate, robust_vs_eps, seconds.
   """
   runner = _Runner(images, labels, batch_size, key, progress)
   correct = {"clean": runner.correct("clean", lambda x, y, k: _is_correct(logits_fn, x, y))}
+  clean = correct["clean"]
 
   def white_box(name, settings):
     attack = attacks.ATTACKS[name].attack
@@ -174,7 +183,7 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
   if binary:
     white_settings["pgdpp"] = dataclasses.replace(registry["pgdpp"].settings, eps=eps)
   for name, settings in white_settings.items():
-    correct[name] = runner.correct(name, white_box(name, settings))
+    correct[name] = runner.correct(name, white_box(name, settings), among=clean)
 
   skipped = {}
   for name, (substitute_name, crafting_name) in protocol_lib.TRANSFER_SUBSTITUTES.items():
@@ -189,11 +198,11 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
     substitute = substitutes[substitute_name]
     correct[name] = runner.correct(name, lambda x, y, k, substitute=substitute, settings=settings:
                                    _is_correct(logits_fn, attacks.transfer_attack(
-                                       substitute, x, y, k, settings), y))
+                                       substitute, x, y, k, settings), y), among=clean)
   square_settings = dataclasses.replace(registry["square"].settings, eps=eps,
                                         num_queries=protocol.square_queries)
   correct["square"] = runner.correct("square", lambda x, y, k: _is_correct(
-      logits_fn, attacks.square(logits_fn, x, y, k, square_settings), y))
+      logits_fn, attacks.square(logits_fn, x, y, k, square_settings), y), among=clean)
 
   curve = {}
   for curve_eps in sorted(set(protocol.curve_eps) | {eps, protocol.sanity_eps}):
@@ -204,7 +213,7 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
     curve[curve_eps] = float(runner.correct(
         f"pgd20@{curve_eps * 255:.0f}/255",
         lambda x, y, k, settings=settings: _is_correct(
-            logits_fn, attacks.pgd(logits_fn, x, y, k, settings), y)).mean())
+            logits_fn, attacks.pgd(logits_fn, x, y, k, settings), y), among=clean).mean())
 
   zero_rate = zero_gradient_rate(logits_fn, images, labels, runner.batch_size)
   accuracy = {name: float(c.mean()) for name, c in correct.items()}
