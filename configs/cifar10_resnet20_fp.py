@@ -2,7 +2,8 @@
 
   python launch/train.py --config configs/cifar10_resnet20_fp.py --workdir runs/cifar10_resnet20_fp
 
-Expected: see the results table of README.md (measured time and test accuracy on the stated machine).
+Expected: 83.72% test accuracy after 10 epochs, about 45 min on a 2-core x86_64 CPU (JAX 0.10.2,
+no accelerator); README.md, "Results".
 """
 from configs import default
 

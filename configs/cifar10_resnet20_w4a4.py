@@ -5,7 +5,8 @@ learned step size ("lsq"); first conv and last dense at 8 bits.
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4.py --workdir runs/cifar10_resnet20_w4a4
 
-Expected: see the results table of README.md (measured time and test accuracy on the stated machine).
+Expected: 83.01% test accuracy after 10 epochs, 37 min on a 2-core x86_64 CPU (JAX 0.10.2, no
+accelerator); README.md, "Results".
 """
 from configs import default
 
