@@ -57,15 +57,13 @@ class FreeAT(base.TrainingMethod):
   def update(self, state, batch, rng):
     del rng
     images, labels = batch["image"], batch["label"]
-    # The update of ODG-Q's local domain with every example in that domain is Free-AT's.
-    every_example = jnp.ones(images.shape[:1], images.dtype)
+    # ODG-Q's local-domain update, stepping on from the perturbation trained on, is Free-AT's.
 
     def replay(state, _):
       delta = state.method_state["delta"]
       state, output, image_grad = base.gradient_update(
           state, projection.clip_to_box(images + delta), labels, self.label_smoothing)
-      delta = perturbation_bank.update_local(delta, every_example, image_grad, images,
-                                             self.step_size, self.eps)
+      delta = perturbation_bank.update_local(delta, image_grad, images, self.step_size, self.eps)
       return state.replace(method_state={"delta": delta}), output
 
     return adversarial.replay_minibatch(replay, state, self.replays)
