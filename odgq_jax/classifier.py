@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from odgq_jax import checkpointing
+from odgq_jax import methods
 from odgq_jax import models
 from odgq_jax import parallel
 from odgq_jax.train import optimizer
@@ -109,7 +110,10 @@ def load_classifier(checkpoint_dir: str, step: int | str = "latest") -> Classifi
   # The optimizer state's structure does not depend on the learning-rate values.
   tx = optimizer.create_optimizer(config, learning_rate_fn=lambda count: 0.0)
   mesh = parallel.create_mesh(jax.local_devices())
-  abstract = state_lib.abstract_train_state(model, tx, image_shape, mesh)
+  # A training method's state (ODG-Q's bank, Free-AT's perturbation) is part of the checkpoint.
+  method_state = methods.create_method_for_run(config).init_method_state(
+      (config.batch_size, *image_shape))
+  abstract = state_lib.abstract_train_state(model, tx, image_shape, mesh, method_state)
   checkpointer = checkpointing.Checkpointer(checkpoint_dir, read_only=True)
   if step == "latest":
     step = checkpointer.latest_step()

@@ -4,10 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import odgq_jax
+from configs import smoke
 from odgq_jax import methods
 from odgq_jax import parallel
 from odgq_jax.methods import alignment
 from odgq_jax.methods import perturbation_bank as bank
+from odgq_jax import train
 from tests import test_train
 
 EPS = 8 / 255
@@ -128,6 +131,17 @@ def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically
   uninterrupted, _ = train_step(state, batch)
   for a, b in zip(jax.tree.leaves(continued), jax.tree.leaves(uninterrupted)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_an_odgq_run_loads_as_a_classifier(tmp_path):
+  # The checkpoint holds the bank; load_classifier must restore it to reach the network.
+  config = smoke.get_config()
+  config.train_split, config.num_epochs, config.checkpoint_every_steps = "train[:128]", 1, 100
+  config.method = methods.method_config("odgq", replays=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  classifier = odgq_jax.load_classifier(str(tmp_path))
+  assert classifier.step == 2
+  assert classifier.logits(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("options,message", [
