@@ -408,3 +408,16 @@ def test_binary_scaled_gradient_includes_the_scale(transform, ste):
   expected = (cotangent * scales * derivative
               + signs / w.shape[0] * np.sum(cotangent * signs, axis=0))
   chex.assert_trees_all_close(grad, expected, atol=1e-6)
+
+
+def test_lsq_step_pushed_below_zero_does_not_kill_the_layer():
+  # A negative step parameter (an optimizer update overshooting zero) acts as its magnitude, so
+  # unsigned activations still quantize to non-zero levels and the step still gets a gradient.
+  lsq = quant.LSQ(bits=4)
+  x = jnp.linspace(0.0, 2.0, 16).reshape(2, 8)
+  quantize = lambda step: lsq(x, {"step": step})
+  np.testing.assert_allclose(quantize(jnp.float32(-0.1)), quantize(jnp.float32(0.1)))
+  assert float(jnp.max(quantize(jnp.float32(-0.1)))) > 0
+  step_grad = jax.grad(lambda step: jnp.sum(quantize(step)))
+  assert float(step_grad(jnp.float32(-0.1))) == pytest.approx(-float(step_grad(jnp.float32(0.1))))
+  assert float(step_grad(jnp.float32(-0.1))) != 0.0

@@ -12,6 +12,9 @@ from odgq_jax.quant.base import (Params, Quantizer, check_bits, check_choice, ge
                                  param_dtype, register)
 
 
+MIN_STEP = 1e-8  # floor of the step actually used (see LSQ)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def lsq_quantize_ste(x: jax.Array, step: jax.Array, min_level: int, max_level: int,
                      grad_scale: float) -> jax.Array:
@@ -66,7 +69,10 @@ class LSQ(Quantizer):
   for inputs of rank <= 1). Thus g does not depend on the batch size or on how it is sharded.
 
   Learnable parameters: {"step": scalar}, initialised to 2 * mean|x| / sqrt(Qp) (1 / Qp when x
-  is all zeros); it must stay > 0.
+  is all zeros). The quantizer uses s = max(|step|, MIN_STEP): an optimizer update that carries
+  the parameter below zero would otherwise send every unsigned input to level 0 and cut the step's
+  own gradient (Qn = 0), killing the layer for good, as it did to a 10-epoch ODG-Q run at peak
+  learning rate 0.2. With |step| the layer keeps working and the gradient keeps flowing.
 
   Attributes:
     bits: bit-width k, in [2, 8].
@@ -100,5 +106,5 @@ class LSQ(Quantizer):
     return {"step": step.astype(param_dtype(x))}
 
   def __call__(self, x: jax.Array, params: Params | None = None) -> jax.Array:
-    step = get_param(params, "step", "lsq")
+    step = jnp.maximum(jnp.abs(get_param(params, "step", "lsq")), MIN_STEP)
     return lsq_quantize_ste(x, step, self.min_level, self.max_level, self.grad_scale(x))
