@@ -12,8 +12,8 @@ implementation is skipped with a note. Per method:
 - flops: compiled FLOPs of one minibatch step. DWQ's step is a `lax.switch` over its precisions, of
   which one runs: the FLOPs of its most expensive branch are what XLA reports for a conditional
   (all branches cost the same, bits do not change simulated-quantization FLOPs). XLA's cost
-  analysis (`Compiled.cost_analysis()`) counts a loop's body once whatever its trip count, so a PGD-10 attack under `lax.fori_loop`
-  would count as a single PGD step. For every `scan` loop in the step's jaxpr (a `fori_loop` with
+  analysis (`Compiled.cost_analysis()`) counts a loop's body once whatever its trip count, so a
+  PGD-10 attack under `lax.fori_loop` would count as a single PGD step. For every `scan` loop in the step's jaxpr (a `fori_loop` with
   static bounds is one; nested and unrolled loops included) the iterations XLA leaves out are
   added, at the cost of XLA's analysis of the loop body compiled on its own (see
   `uncounted_loop_flops`). `xla_flops` is the uncorrected figure.
