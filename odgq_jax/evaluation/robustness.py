@@ -32,7 +32,8 @@ ZERO_GRADIENT_WARNING_RATE = 0.01
 
 
 def pgd_settings_for_eps(eps: float, num_restarts: int = 1) -> attacks.PGDSettings:
-  """PGD-20 at radius eps; the step grows with eps (2.5 eps / 20, at least 2/255) to reach the edge."""
+  """PGD-20 at radius eps; the step grows with eps (2.5 eps / 20, at least 2/255) to reach the
+  edge of the ball."""
   return attacks.PGDSettings(eps=eps, step_size=max(MIN_PGD_STEP, 2.5 * eps / PGD_STEPS),
                              num_steps=PGD_STEPS, num_restarts=num_restarts)
 
@@ -59,9 +60,11 @@ class _Runner:
     self.progress = progress
     self.seconds: dict[str, float] = {}
 
-  def correct(self, name: str, score: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
-              among: np.ndarray | None = None) -> np.ndarray:
-    """Per-example bool results of `score(images, labels, key)`, computed in batches.
+  def per_example(self, name: str,
+                  score: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+                  among: np.ndarray | None = None) -> np.ndarray:
+    """Per-example bool results of `score(images, labels, key)`, computed in batches and timed
+    as `seconds[name]`.
 
     Only the examples where `among` is True are scored (all if None); the others are False.
     """
@@ -86,18 +89,11 @@ def _is_correct(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array) -> ja
   return jnp.argmax(logits_fn(images), axis=-1) == labels
 
 
-def zero_gradient_rate(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndarray,
-                       batch_size: int) -> float:
-  """Fraction of examples whose input gradient of the cross-entropy is exactly zero everywhere."""
-
-  def all_zero(images, labels):
-    grads = jax.grad(lambda x: jnp.sum(attacks.cross_entropy(logits_fn(x), labels)))(images)
-    return jnp.all(grads.reshape(grads.shape[0], -1) == 0, axis=1)
-
-  jitted = jax.jit(all_zero)
-  zero = [np.asarray(jitted(_pad(images[lo:hi], batch_size), _pad(labels[lo:hi], batch_size)))
-          [:hi - lo] for lo, hi in _batches(len(images), batch_size)]
-  return float(np.concatenate(zero).mean())
+def _has_zero_input_gradient(logits_fn: LogitsFn, images: jax.Array,
+                             labels: jax.Array) -> jax.Array:
+  """Per example: is the input gradient of the cross-entropy exactly zero everywhere?"""
+  grads = jax.grad(lambda x: jnp.sum(attacks.cross_entropy(logits_fn(x), labels)))(images)
+  return jnp.all(grads.reshape(grads.shape[0], -1) == 0, axis=1)
 
 
 def _check(passed: bool, detail: str) -> dict:
@@ -164,7 +160,7 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
     skipped, worst_case, sanity, verdict, zero_gradient_rate, robust_vs_eps, seconds.
   """
   runner = _Runner(images, labels, batch_size, key, progress)
-  correct = {"clean": runner.correct("clean", lambda x, y, k: _is_correct(logits_fn, x, y))}
+  correct = {"clean": runner.per_example("clean", lambda x, y, k: _is_correct(logits_fn, x, y))}
   clean = correct["clean"]
 
   def white_box(name, settings):
@@ -183,7 +179,7 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
   if binary:
     white_settings["pgdpp"] = dataclasses.replace(registry["pgdpp"].settings, eps=eps)
   for name, settings in white_settings.items():
-    correct[name] = runner.correct(name, white_box(name, settings), among=clean)
+    correct[name] = runner.per_example(name, white_box(name, settings), among=clean)
 
   skipped = {}
   for name, (substitute_name, crafting_name) in protocol_lib.TRANSFER_SUBSTITUTES.items():
@@ -196,12 +192,12 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
                 else dataclasses.replace(registry[crafting_name].settings, eps=eps))
     settings = attacks.TransferSettings(eps=eps, crafting=crafting)
     substitute = substitutes[substitute_name]
-    correct[name] = runner.correct(name, lambda x, y, k, substitute=substitute, settings=settings:
-                                   _is_correct(logits_fn, attacks.transfer_attack(
-                                       substitute, x, y, k, settings), y), among=clean)
+    correct[name] = runner.per_example(
+        name, lambda x, y, k, substitute=substitute, settings=settings: _is_correct(
+            logits_fn, attacks.transfer_attack(substitute, x, y, k, settings), y), among=clean)
   square_settings = dataclasses.replace(registry["square"].settings, eps=eps,
                                         num_queries=protocol.square_queries)
-  correct["square"] = runner.correct("square", lambda x, y, k: _is_correct(
+  correct["square"] = runner.per_example("square", lambda x, y, k: _is_correct(
       logits_fn, attacks.square(logits_fn, x, y, k, square_settings), y), among=clean)
 
   curve = {}
@@ -210,12 +206,13 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
       curve[curve_eps] = float(correct["pgd20"].mean())
       continue
     settings = pgd_settings_for_eps(curve_eps)
-    curve[curve_eps] = float(runner.correct(
+    curve[curve_eps] = float(runner.per_example(
         f"pgd20@{curve_eps * 255:.0f}/255",
         lambda x, y, k, settings=settings: _is_correct(
             logits_fn, attacks.pgd(logits_fn, x, y, k, settings), y), among=clean).mean())
 
-  zero_rate = zero_gradient_rate(logits_fn, images, labels, runner.batch_size)
+  zero_rate = float(runner.per_example(
+      "zero_gradients", lambda x, y, k: _has_zero_input_gradient(logits_fn, x, y)).mean())
   accuracy = {name: float(c.mean()) for name, c in correct.items()}
   attack_names = [n for n in correct if n != "clean"]
   worst_case = np.logical_and.reduce([correct[n] for n in ["clean", *attack_names]])
