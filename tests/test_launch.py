@@ -19,10 +19,10 @@ import pytest
 
 import odgq_jax
 from odgq_jax import host_allocator
+from tests import test_input_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_TFDS = REPO.parent / "shared" / "tensorflow_datasets" / "cifar10_jpeg"
-pytestmark = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no offline CIFAR-10 copy")
+pytestmark = test_input_pipeline.requires_offline_cifar10
 
 SMOKE_STEPS = 16  # 512 images / batch 64 * 2 epochs
 

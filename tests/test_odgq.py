@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 import odgq_jax
-from configs import default
 from configs import smoke
 from odgq_jax import methods
 from odgq_jax import parallel
 from odgq_jax.methods import alignment
 from odgq_jax.methods import perturbation_bank as bank
 from odgq_jax import train
+from tests import test_input_pipeline
 from tests import test_train
 
 EPS = 8 / 255
@@ -134,7 +134,7 @@ def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.skipif(default.SHARED_DATA_DIR is None, reason="no offline CIFAR-10 copy")
+@test_input_pipeline.requires_offline_cifar10
 def test_an_odgq_run_loads_as_a_classifier(tmp_path):
   # The checkpoint holds the bank; load_classifier must restore it to reach the network.
   config = smoke.get_config()
