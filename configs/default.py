@@ -56,7 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   # Data (odgq_jax/data/input_pipeline.py). For recipe selection, hold out training images:
-  # --config.train_split='train[:45000]' --config.eval_split='train[45000:]'.
+  # --config.train_split='train[:45000]' --config.eval_split='train[45000:]' (with ODG-Q or
+  # Free-AT, whose updates must be a multiple of their replays: train[:44800] and train[44800:]).
   config.dataset = "cifar10_jpeg"
   config.data_dir = SHARED_DATA_DIR
   config.train_split = "train"

@@ -6,7 +6,8 @@
 
 Writes report.json (schema in README.md), report.md and robust_vs_eps.png beside --output, and logs
 a progress line with the ETA after every batch of every attack. Transfer attacks whose substitute is
-not given are skipped and the report says so.
+not given are skipped and the report says so. `--attacks pgd20` runs PGD-20 alone (a partial
+report for held-out comparisons, without sanity checks).
 """
 from odgq_jax import host_allocator
 
@@ -41,7 +42,22 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: the one the run t
 flags.DEFINE_string("step", "latest", "Checkpoint to evaluate: latest, best or a step number.")
 flags.DEFINE_integer("batch_size", 250, "Examples per attack batch.")
 flags.DEFINE_integer("seed", 0, "Seed of the attacks' randomness.")
+flags.DEFINE_list("attacks", None, "Run only these attacks, comma-separated, from "
+                  f"{','.join(protocol_lib.ATTACK_NAMES)}: a partial report without the sanity "
+                  "checks or the eps curve (verdict 'unchecked'), for cheap comparisons such as "
+                  "PGD-20 on held-out images; never a robustness claim.")
 flags.mark_flags_as_required(["checkpoint"])
+
+
+@flags.validator("attacks", message=f"--attacks must be names from {protocol_lib.ATTACK_NAMES}")
+def _known_attacks(names):
+  if names is None:
+    return True
+  try:
+    protocol_lib.check_attack_subset(names)
+  except ValueError:
+    return False
+  return True
 
 
 def _load(directory: str) -> odgq_jax.Classifier:
@@ -94,7 +110,8 @@ def main(argv):
   report = robustness.evaluate_robustness(
       target.logits_fn, images, labels, protocol=protocol, eps=FLAGS.eps,
       substitutes={name: s.logits_fn for name, s in substitutes.items()},
-      key=jax.random.PRNGKey(FLAGS.seed), batch_size=FLAGS.batch_size, binary=binary)
+      key=jax.random.PRNGKey(FLAGS.seed), batch_size=FLAGS.batch_size, binary=binary,
+      attack_subset=FLAGS.attacks)
   report["checkpoint"] = {"directory": FLAGS.checkpoint, "step": target.step}
   report["split"] = FLAGS.split
   if target.model.switchable_bits:

@@ -81,3 +81,32 @@ def test_report_files(honest_report, tmp_path):
   assert "worst case" in markdown and "pgd20" in markdown and "transfer_arch" in markdown
   assert (tmp_path / "robust_vs_eps.png").stat().st_size > 1000
   assert set(paths) == {"json", "markdown", "plot"}
+
+
+def test_an_attack_subset_gives_a_partial_unchecked_report(trained, tmp_path):
+  report = evaluation.evaluate_robustness(
+      trained.logits_fn, np.asarray(trained.images[:NUM_EXAMPLES]),
+      np.asarray(trained.labels[:NUM_EXAMPLES]), protocol=TEST_PROTOCOL, eps=EPS,
+      substitutes={}, key=jax.random.PRNGKey(0), batch_size=50, attack_subset=["pgd20"],
+      progress=lambda _: None)
+  assert 0.0 <= report["attacks"]["pgd20"] <= report["clean"]
+  assert report["worst_case"] == pytest.approx(report["attacks"]["pgd20"])
+  for name in protocol_lib.WHITE_BOX + protocol_lib.BLACK_BOX:
+    if name != "pgd20":
+      assert report["attacks"][name] is None and "not requested" in report["skipped"][name]
+  assert set(report["seconds"]) == {"clean", "pgd20"}  # nothing else ran
+  # Without the other attacks there are no sanity checks, so no verdict of "passed".
+  assert report["verdict"] == "unchecked" and report["sanity"] == {}
+  assert report["robust_vs_eps"] is None and report["zero_gradient_rate"] is None
+  paths = evaluation.write_report(report, str(tmp_path / "report.json"), "subset")
+  assert set(paths) == {"json", "markdown"}
+  assert "not a robustness claim" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("subset", [[], ["pgd21"]])
+def test_an_unknown_or_empty_attack_subset_is_an_error(trained, subset):
+  with pytest.raises(ValueError, match="attacks must be names from"):
+    evaluation.evaluate_robustness(
+        trained.logits_fn, np.asarray(trained.images[:4]), np.asarray(trained.labels[:4]),
+        protocol=TEST_PROTOCOL, eps=EPS, substitutes={}, key=jax.random.PRNGKey(0),
+        attack_subset=subset, progress=lambda _: None)

@@ -185,3 +185,12 @@ def test_eval_rejects_a_bad_substitute_spec(uninterrupted):
        "--substitute", "resnet=/nowhere"], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
   assert "--substitute must be NAME=DIR" in proc.stderr
+
+
+def test_eval_rejects_an_unknown_attack_name(tmp_path):
+  # Checked when the flags are parsed, before any checkpoint is read.
+  proc = subprocess.run(
+      [sys.executable, str(REPO / "launch" / "eval.py"), "--checkpoint", str(tmp_path),
+       "--attacks", "pgd20,pgd21"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "--attacks must be names from" in proc.stderr

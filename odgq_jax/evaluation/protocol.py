@@ -26,6 +26,9 @@ import dataclasses
 WHITE_BOX = ("fgsm", "pgd20", "mim", "cw_inf", "apgd_ce")
 BLACK_BOX = ("transfer_fp", "transfer_arch", "transfer_low_bit", "transfer_di_mi", "square")
 BINARY_EXTRA = ("pgdpp",)
+SANITY_ONLY = ("pgd100",)
+# Every attack a report can hold; `launch/eval.py --attacks` picks a subset of these.
+ATTACK_NAMES = WHITE_BOX + BINARY_EXTRA + SANITY_ONLY + BLACK_BOX
 
 # Transfer attack -> (substitute name given with --substitute NAME=DIR, crafting attack).
 TRANSFER_SUBSTITUTES = {
@@ -35,6 +38,13 @@ TRANSFER_SUBSTITUTES = {
     "transfer_di_mi": ("fp", "di_mi_fgsm"),
 }
 SUBSTITUTE_NAMES = ("fp", "arch", "low_bit")
+
+
+def check_attack_subset(names) -> None:
+  """Raises ValueError unless `names` is a non-empty collection of names from ATTACK_NAMES."""
+  unknown = sorted(set(names) - set(ATTACK_NAMES))
+  if unknown or not names:
+    raise ValueError(f"attacks must be names from {ATTACK_NAMES}, got {list(names)!r}")
 
 
 @dataclasses.dataclass(frozen=True)

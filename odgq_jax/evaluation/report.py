@@ -28,10 +28,14 @@ def markdown(report: dict, title: str) -> str:
     seconds = report["seconds"].get(name)
     lines.append(f"| {name} | {kind} | {_percent(accuracy)} | "
                  f"{'' if seconds is None else f'{seconds:.0f}'} |")
-  lines += [f"| **worst case** | all of the above | **{_percent(report['worst_case'])}** | |", "",
-            "| sanity check | passed | detail |", "| --- | --- | --- |"]
-  for name, check in report["sanity"].items():
-    lines.append(f"| {name} | {'yes' if check['passed'] else '**no**'} | {check['detail']} |")
+  lines += [f"| **worst case** | all of the above | **{_percent(report['worst_case'])}** | |", ""]
+  if report["sanity"]:
+    lines += ["| sanity check | passed | detail |", "| --- | --- | --- |"]
+    for name, check in report["sanity"].items():
+      lines.append(f"| {name} | {'yes' if check['passed'] else '**no**'} | {check['detail']} |")
+  else:
+    lines.append("A subset of the attacks ran, so the sanity checks did not: these numbers are "
+                 "not a robustness claim.")
   for name, reason in report.get("skipped", {}).items():
     lines.append(f"\n{name} skipped: {reason}.")
   return "\n".join(lines) + "\n"
@@ -55,14 +59,16 @@ def plot_robust_vs_eps(report: dict, path: str, title: str) -> None:
 
 
 def write_report(report: dict, output_json: str, title: str) -> dict[str, str]:
-  """Writes the JSON to `output_json` and report.md, robust_vs_eps.png beside it; returns paths."""
+  """Writes the JSON to `output_json` and report.md beside it, and robust_vs_eps.png when the
+  report has the curve (a complete protocol run); returns the paths written."""
   directory = os.path.dirname(os.path.abspath(output_json))
   os.makedirs(directory, exist_ok=True)
-  paths = {"json": output_json, "markdown": os.path.join(directory, "report.md"),
-           "plot": os.path.join(directory, "robust_vs_eps.png")}
+  paths = {"json": output_json, "markdown": os.path.join(directory, "report.md")}
   with open(paths["json"], "w") as f:
     json.dump(report, f, indent=2)
   with open(paths["markdown"], "w") as f:
     f.write(markdown(report, title))
-  plot_robust_vs_eps(report, paths["plot"], title)
+  if report["robust_vs_eps"] is not None:
+    paths["plot"] = os.path.join(directory, "robust_vs_eps.png")
+    plot_robust_vs_eps(report, paths["plot"], title)
   return paths

@@ -67,7 +67,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   if total_steps % updates_per_batch:
     raise ValueError(
         f"num_epochs * steps_per_epoch = {total_steps} updates is not a multiple of the method's "
-        f"{updates_per_batch} updates per minibatch")
+        f"{updates_per_batch} updates per minibatch; change num_epochs, batch_size or train_split "
+        "(at batch 128, a split of 44,800 images gives 350 steps per epoch)")
   learning_rate_fn = optimizer.create_learning_rate_fn(config, steps_per_epoch)
   tx = optimizer.create_optimizer(config, learning_rate_fn)
 
