@@ -75,6 +75,23 @@ def test_selection_frequencies_match_the_policy(selection):
   np.testing.assert_allclose(frequencies, expected, atol=0.03)
 
 
+def test_loss_weighted_selection_measures_every_domain_before_weighing_them():
+  # Starting from an unobserved bank, the first four draws visit the four domains once each,
+  # whatever their keys, and each first loss is taken as is (not averaged with a made-up start).
+  domain_loss = bank.init_bank(0, (2, 2, 1), 4)["domain_loss"]
+  chosen = []
+  for step, key in enumerate(jax.random.split(jax.random.PRNGKey(0), 4)):
+    weights = bank.select_domains(key, "loss_weighted", 3, domain_loss, 0.25)
+    chosen.append(int(jnp.argmax(weights[0])))
+    domain_loss = bank.update_domain_loss(domain_loss, weights, jnp.full((3,), float(step)))
+  assert chosen == [0, 1, 2, 3]
+  np.testing.assert_allclose(domain_loss, [0.0, 1.0, 2.0, 3.0])
+  # From then on a chosen domain's loss is a running mean; the others keep theirs.
+  weights = jax.nn.one_hot(jnp.full((3,), 1), 4)
+  updated = bank.update_domain_loss(domain_loss, weights, jnp.full((3,), 2.0))
+  np.testing.assert_allclose(updated, [0.0, 0.9 * 1.0 + 0.1 * 2.0, 2.0, 3.0], rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(alignment.ALIGNMENTS))
 def test_alignment_is_zero_for_identical_predictions_and_positive_otherwise(name):
   logits = jax.random.normal(jax.random.PRNGKey(0), (5, 10))

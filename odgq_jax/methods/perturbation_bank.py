@@ -18,7 +18,11 @@ that trains the network.
 Selection picks one domain per example as a one-hot weight row w_n (`uniform`: one domain for the
 whole batch, uniformly; `per_example`: one per example, uniformly; `loss_weighted`: one for the
 batch, with probabilities softmax(loss_k / T) of a running mean of each domain's loss, favouring
-the domains the network currently finds hardest). The perturbation is then the arithmetic mix
+the domains the network currently finds hardest). A domain's running loss is unobserved (NaN)
+until it is first chosen; loss-weighted selection picks unobserved domains first, so that every
+domain is measured before it is weighed (a domain that started from a made-up low value would never
+be chosen again). A domain not chosen keeps its last running loss; as training lowers the losses,
+that stale value becomes the highest, and the domain is chosen and measured again. The perturbation is then the arithmetic mix
 sum_k w_nk delta_k[n], so changing the selected domain never changes the compiled program.
 A global domain is updated only from the examples that selected it.
 """
@@ -37,21 +41,29 @@ LOSS_AVERAGE_DECAY = 0.9
 
 
 def init_bank(num_global: int, image_shape: tuple[int, ...], num_domains: int) -> dict[str, Any]:
-  """The bank's persistent state: universal perturbations (zero) and per-domain running losses."""
+  """The bank's persistent state: universal perturbations (zero) and per-domain running losses
+  (NaN: not observed yet)."""
   return {"universal": jnp.zeros((num_global, *image_shape), jnp.float32),
-          "domain_loss": jnp.zeros((num_domains,), jnp.float32)}
+          "domain_loss": jnp.full((num_domains,), jnp.nan, jnp.float32)}
 
 
 def select_domains(key: jax.Array, selection: str, batch_size: int, domain_loss: jax.Array,
                    temperature: float) -> jax.Array:
-  """One-hot domain weights [N, K] drawn by the `selection` policy."""
+  """One-hot domain weights [N, K] drawn by the `selection` policy.
+
+  Loss-weighted selection draws from softmax(domain_loss / T) once every domain has been observed,
+  and before that picks the first unobserved (NaN) domain.
+  """
   num_domains = domain_loss.shape[0]
   if selection == "per_example":
     choice = jax.random.randint(key, (batch_size,), 0, num_domains)
+  elif selection == "loss_weighted":
+    unobserved = jnp.isnan(domain_loss)
+    weighted = jax.random.categorical(key, jnp.where(unobserved, 0.0, domain_loss) / temperature)
+    choice = jnp.where(jnp.any(unobserved), jnp.argmax(unobserved), weighted)
   else:
-    logits = (domain_loss / temperature if selection == "loss_weighted"
-              else jnp.zeros((num_domains,)))
-    choice = jnp.broadcast_to(jax.random.categorical(key, logits), (batch_size,))
+    choice = jax.random.categorical(key, jnp.zeros((num_domains,)))
+  choice = jnp.broadcast_to(choice, (batch_size,))
   return jax.nn.one_hot(choice, num_domains, dtype=jnp.float32)
 
 
@@ -92,8 +104,12 @@ def update_local(used_delta: jax.Array, image_grad: jax.Array, images: jax.Array
 
 def update_domain_loss(domain_loss: jax.Array, weights: jax.Array,
                        per_example_loss: jax.Array) -> jax.Array:
-  """Running mean (decay 0.9) of each chosen domain's mean loss; unchosen domains keep theirs."""
+  """Running mean (decay 0.9) of each chosen domain's mean loss; unchosen domains keep theirs.
+
+  A domain's first observation replaces its NaN ("unobserved") value.
+  """
   count = jnp.sum(weights, axis=0)
   mean_loss = (weights.T @ per_example_loss) / jnp.maximum(count, 1.0)
-  averaged = LOSS_AVERAGE_DECAY * domain_loss + (1 - LOSS_AVERAGE_DECAY) * mean_loss
+  averaged = jnp.where(jnp.isnan(domain_loss), mean_loss,
+                       LOSS_AVERAGE_DECAY * domain_loss + (1 - LOSS_AVERAGE_DECAY) * mean_loss)
   return jnp.where(count > 0, averaged, domain_loss)
