@@ -1,4 +1,6 @@
 """ODG-Q: the perturbation bank, selection, alignment, and the method inside the compiled step."""
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,12 +154,16 @@ def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically
 
 
 @test_input_pipeline.requires_offline_cifar10
-def test_an_odgq_run_loads_as_a_classifier(tmp_path):
-  # The checkpoint holds the bank; load_classifier must restore it to reach the network.
+def test_an_odgq_run_logs_its_domain_losses_and_loads_as_a_classifier(tmp_path, caplog):
   config = smoke.get_config()
   config.train_split, config.num_epochs, config.checkpoint_every_steps = "train[:128]", 1, 100
-  config.method = methods.method_config("odgq", replays=2)
-  train.train_and_evaluate(config, str(tmp_path))
+  config.method = methods.method_config("odgq", replays=2, selection="loss_weighted")
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, str(tmp_path))
+  # Loss-weighted selection measured the first two domains in the two replays; the others are
+  # not observed yet.
+  assert "domain_loss_0_global" in caplog.text and "domain_loss_3_random nan" in caplog.text
+  # The checkpoint holds the bank; load_classifier must restore it to reach the network.
   classifier = odgq_jax.load_classifier(str(tmp_path))
   assert classifier.step == 2
   assert classifier.logits(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)

@@ -100,6 +100,11 @@ class TrainingMethod(abc.ABC):
     del batch_image_shape
     return {}
 
+  def state_summary(self, method_state: Any) -> dict[str, float]:
+    """Scalars of the method's state that the training log shows beside the loss (none here)."""
+    del method_state
+    return {}
+
   @abc.abstractmethod
   def update(self, state: TrainState, batch: Batch,
              rng: jax.Array) -> tuple[TrainState, StepOutput]:

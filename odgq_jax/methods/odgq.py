@@ -22,6 +22,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from odgq_jax.attacks import projection
 from odgq_jax.methods import adversarial
@@ -85,6 +86,13 @@ class ODGQ(base.TrainingMethod):
   def init_method_state(self, batch_image_shape):
     return bank.init_bank(len(self._global_domains), tuple(batch_image_shape[1:]),
                           len(self.domains))
+
+  def state_summary(self, method_state):
+    """Each domain's running loss, `domain_loss_<k>_<kind>`: what loss-weighted selection weighs
+    (NaN until the domain is first chosen)."""
+    losses = np.asarray(method_state["domain_loss"])
+    return {f"domain_loss_{k}_{kind}": float(loss)
+            for k, (kind, loss) in enumerate(zip(self.domains, losses))}
 
   def _candidates(self, universal, local_delta, key, images):
     """The perturbation of every domain for every example: [K, N, H, W, C]."""

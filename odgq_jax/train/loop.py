@@ -122,12 +122,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         train_metrics = None
         seconds_per_batch = (time.perf_counter() - interval_start) / max(interval_batches, 1)
         summary["images_per_second"] = config.batch_size / seconds_per_batch
-        writer.write_scalars(step, summary)
+        method_summary = method.state_summary(state.method_state)
+        writer.write_scalars(step, summary | {f"train_{k}": v for k, v in method_summary.items()})
         logging.info(
-            "step %d/%d (epoch %.2f) | loss %.4f acc %.4f lr %.4g | %.1f img/s | ETA %s", step,
+            "step %d/%d (epoch %.2f) | loss %.4f acc %.4f lr %.4g | %.1f img/s | ETA %s%s", step,
             total_steps, step / steps_per_epoch, summary["train_loss"], summary["train_accuracy"],
             summary["train_learning_rate"], summary["images_per_second"],
-            _format_duration(seconds_per_batch * (total_steps - step) / updates_per_batch))
+            _format_duration(seconds_per_batch * (total_steps - step) / updates_per_batch),
+            "".join(f" | {k} {v:.3f}" for k, v in method_summary.items()))
         interval_start, interval_batches = time.perf_counter(), 0
 
       eval_accuracy = None
