@@ -36,8 +36,11 @@ def markdown(report: dict, title: str) -> str:
   else:
     lines.append("A subset of the attacks ran, so the sanity checks did not: these numbers are "
                  "not a robustness claim.")
+  by_reason = {}
   for name, reason in report.get("skipped", {}).items():
-    lines.append(f"\n{name} skipped: {reason}.")
+    by_reason.setdefault(reason, []).append(name)
+  for reason, names in by_reason.items():
+    lines.append(f"\nSkipped, {reason}: {', '.join(names)}.")
   return "\n".join(lines) + "\n"
 
 
