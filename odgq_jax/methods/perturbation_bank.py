@@ -22,8 +22,10 @@ the domains the network currently finds hardest). A domain's running loss is uno
 until it is first chosen; loss-weighted selection picks unobserved domains first, so that every
 domain is measured before it is weighed (a domain that started from a made-up low value would never
 be chosen again). A domain not chosen keeps its last running loss; as training lowers the losses,
-that stale value becomes the highest, and the domain is chosen and measured again. The perturbation is then the arithmetic mix
-sum_k w_nk delta_k[n], so changing the selected domain never changes the compiled program.
+that stale value becomes the highest, and the domain is chosen and measured again.
+
+The perturbation is then the arithmetic mix sum_k w_nk delta_k[n], so changing the selected
+domain never changes the compiled program.
 A global domain is updated only from the examples that selected it.
 """
 from __future__ import annotations
