@@ -30,7 +30,8 @@ from odgq_jax.evaluation import robustness
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "The --workdir of the training run to evaluate.")
 flags.DEFINE_multi_string("substitute", [],
-                          f"NAME=DIR substitute checkpoints, NAME in {protocol_lib.SUBSTITUTE_NAMES}.")
+                          "NAME=DIR substitute checkpoints, NAME in "
+                          f"{protocol_lib.SUBSTITUTE_NAMES}.")
 flags.DEFINE_enum("protocol", "quick", list(protocol_lib.PROTOCOLS), "Evaluation budget.")
 flags.DEFINE_integer("num_examples", None, "Evaluate the first N test examples (default: the "
                      "protocol's).")

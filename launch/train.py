@@ -25,7 +25,8 @@ config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, config.json and TensorBoard logs.")
 flags.DEFINE_bool("distributed", False,
-                  "Call jax.distributed.initialize() first (multi-host runs: one process per host).")
+                  "Call jax.distributed.initialize() first (multi-host runs: one process per "
+                  "host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

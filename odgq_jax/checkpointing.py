@@ -3,7 +3,7 @@
 Layout of a workdir:
 
   workdir/config.json        the run's config (checked when the run is resumed)
-  workdir/dataset_info.json  class count and image shape, so that a checkpoint loads without the data
+  workdir/dataset_info.json  class count and image shape: a checkpoint loads without the data
   workdir/checkpoints/<step>/ orbax checkpoints: the last `keep` ones and the best by eval accuracy
 
 A run resumes from the latest complete checkpoint. Anything that would make it silently start over

@@ -71,7 +71,8 @@ class Classifier:
     return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(self.model.switchable_bits))
 
   def check_images(self, images: Any) -> None:
-    """Raises ValueError unless `images` is a float array [N, *image_shape] with values in [0, 1]."""
+    """Raises ValueError unless `images` is a float array [N, *image_shape] with values in
+    [0, 1]."""
     shape, dtype = np.shape(images), getattr(images, "dtype", np.asarray(images).dtype)
     if len(shape) != 4 or tuple(shape[1:]) != self.image_shape:
       raise ValueError(f"expected images of shape [N, {', '.join(map(str, self.image_shape))}], "

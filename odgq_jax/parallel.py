@@ -1,9 +1,9 @@
 """Data parallelism over all devices of all hosts: the device mesh, shardings and batch placement.
 
-The train and eval steps are plain `jax.jit` functions over a one-axis `Mesh` named `data`: the batch
-is sharded along its leading axis, everything else (parameters, optimizer state, the perturbation
-bank) is replicated. Under jit, reductions over the batch (the loss mean, BatchNorm statistics) are
-computed over the *global* batch, so no explicit `psum` is needed.
+The train and eval steps are plain `jax.jit` functions over a one-axis `Mesh` named `data`: the
+batch is sharded along its leading axis, everything else (parameters, optimizer state, the
+perturbation bank) is replicated. Under jit, reductions over the batch (the loss mean, BatchNorm
+statistics) are computed over the *global* batch, so no explicit `psum` is needed.
 
 Multi-host: call `jax.distributed.initialize()` first; each process then feeds only its own slice of
 the data and `make_global_batch` assembles the global array from the per-process pieces.

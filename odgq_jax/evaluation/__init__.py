@@ -1,4 +1,5 @@
-"""Robustness evaluation (shared/EVALUATION.md): protocols, the attack runner, sanity checks, reports."""
+"""Robustness evaluation (shared/EVALUATION.md): protocols, the attack runner, sanity checks and
+reports."""
 from odgq_jax.evaluation.protocol import PROTOCOLS, Protocol
 from odgq_jax.evaluation.report import write_report
 from odgq_jax.evaluation.robustness import evaluate_robustness, sanity_checks

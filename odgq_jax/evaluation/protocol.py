@@ -1,19 +1,20 @@
-"""The evaluation protocols of shared/EVALUATION.md: which attacks, on how many examples, at what budget.
+"""The evaluation protocols of shared/EVALUATION.md: which attacks, on how many examples, with
+what budget.
 
 Ten attacks, five white-box and five black-box, at the threat model's eps (CIFAR-10: 8/255):
 
-| name              | kind  | what                                                          |
-|-------------------|-------|---------------------------------------------------------------|
-| fgsm              | white | single step of eps                                            |
-| pgd20             | white | 20 steps of 2/255 from a random start (10 restarts in "full") |
-| mim               | white | momentum iterative FGSM, 10 steps, decay 1.0                  |
-| cw_inf            | white | PGD on the Carlini-Wagner margin, 30 steps                    |
-| apgd_ce           | white | APGD on cross-entropy, 100 iterations                         |
-| transfer_fp       | black | PGD-20 on an independent full-precision model of the same architecture |
-| transfer_arch     | black | PGD-20 on a full-precision model of another architecture      |
-| transfer_low_bit  | black | PGD-20 on a 2-bit model of the same architecture              |
-| transfer_di_mi    | black | DI-MI-FGSM on the full-precision substitute                    |
-| square            | black | Square attack, margin loss, p_init 0.8, 1,000 (quick) / 5,000 (full) queries |
+| name             | kind  | what                                                             |
+|------------------|-------|------------------------------------------------------------------|
+| fgsm             | white | single step of eps                                               |
+| pgd20            | white | 20 steps of 2/255 from a random start (10 restarts in "full")    |
+| mim              | white | momentum iterative FGSM, 10 steps, decay 1.0                     |
+| cw_inf           | white | PGD on the Carlini-Wagner margin, 30 steps                       |
+| apgd_ce          | white | APGD on cross-entropy, 100 iterations                            |
+| transfer_fp      | black | PGD-20 on an independent full-precision model, same architecture |
+| transfer_arch    | black | PGD-20 on a full-precision model of another architecture         |
+| transfer_low_bit | black | PGD-20 on a 2-bit model of the same architecture                 |
+| transfer_di_mi   | black | DI-MI-FGSM on the full-precision substitute                      |
+| square           | black | Square attack, margin loss, p_init 0.8, 1,000 / 5,000 queries    |
 
 plus PGD++ (`pgdpp`) among the white-box attacks for binary networks, and PGD-100 for the
 sanity check. The transfer attacks need substitute checkpoints (`configs/substitute_*.py`); the

@@ -1,4 +1,5 @@
-"""Writes an evaluation report: `report.json`, the markdown table `report.md`, `robust_vs_eps.png`."""
+"""Writes an evaluation report: `report.json`, the markdown table `report.md` and the plot
+`robust_vs_eps.png`."""
 from __future__ import annotations
 
 import json

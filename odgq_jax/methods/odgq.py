@@ -13,8 +13,8 @@ online from the training's own backward pass, makes the quantized network robust
 
 The minibatch is replayed m = `replays` times (the local domain's per-example perturbation steps
 on from each replay's perturbation, as in free adversarial training), so a run reads 1/m as many
-minibatches for the same number of updates. Every choice beyond the paper's abstract and figure is this
-project's and is an option here; see shared/METHOD.md.
+minibatches for the same number of updates. Every choice beyond the paper's abstract and figure is
+this project's and is an option here; see shared/METHOD.md.
 """
 from __future__ import annotations
 
