@@ -5,8 +5,10 @@
 The model is the config's (randomly initialised: cost does not depend on the weights), in eval mode
 as attacks see it. Both are jitted, timed over all `num_examples` in batches of `batch_size`, in
 alternating repeats (median), in one process. The baseline is exactly the work PGD cannot avoid:
-20 input-gradient computations of the cross-entropy. Prints a JSON line with both times and the
-ratio (PGD-20 / baseline).
+20 input-gradient computations of the cross-entropy, written as a Python loop (unrolled when
+traced, no control flow in the compiled graph), so that it costs what 20 separate forward-backward
+passes cost even on a backend that runs loops slowly (XLA:CPU did: `odgq_jax/models/conv.py`).
+Prints a JSON line with both times and the ratio (PGD-20 / baseline).
 """
 import json
 import statistics
@@ -52,8 +54,10 @@ def main(argv):
   @jax.jit
   def gradients20(x, y):
     grad_fn = jax.grad(lambda x: jnp.sum(attacks.cross_entropy(logits_fn(x), y)))
-    step = lambda _, g: g + grad_fn(x + 1e-8 * g)  # depends on g: not hoisted out of the loop
-    return jax.lax.fori_loop(0, NUM_STEPS, step, jnp.zeros_like(x))
+    g = jnp.zeros_like(x)
+    for _ in range(NUM_STEPS):
+      g = g + grad_fn(x + 1e-8 * g)  # each depends on the last: no common subexpression
+    return g
 
   def time_all(fn):
     start = time.perf_counter()

@@ -2,10 +2,12 @@
 
   python benchmarks/xla_cpu_control_flow.py
 
-Why the training methods unroll their crafting and replay loops in Python, and why Double-Win
-Quant's step (`lax.switch` over precisions) is slow on the CPU. The work is the input and kernel
-gradient of 8 ResNet-20-shaped 3x3 convs (16 channels, 32x32, batch 64, `odgq_jax.models.conv`),
-done twice per call, as:
+XLA:CPU ran JAX's transposed convolution (a convolution's input gradient) about 7x more slowly
+inside control flow, which is why the training methods unrolled their loops in Python and why
+Double-Win Quant's step (`lax.switch` over precisions) was slow; `odgq_jax.models.conv` now writes
+the CPU input gradient as a plain convolution, and this benchmark checks that the four variants
+cost the same. The work is the input and kernel gradient of 8 ResNet-20-shaped 3x3 convs (16
+channels, 32x32, batch 64, `odgq_jax.models.conv`), done twice per call, as:
 - python_loop: a Python loop of 2, no control flow in the compiled graph (what the code does);
 - switch: each call inside a `lax.switch` over 3 identical branches;
 - fori_rolled: a `lax.fori_loop` of 2 iterations;

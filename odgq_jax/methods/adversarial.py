@@ -20,11 +20,12 @@ f is the network in train mode with the current parameters (batch statistics, ru
 untouched; `base.train_mode_logits_fn`), as in Wong et al.'s FGSM-RS code and the usual PyTorch
 PGD-AT code.
 Crafting costs K forward+backward passes (input gradients only). K is small and static, and the
-loop is a Python loop, unrolled when traced. On XLA:CPU a rolled `lax.fori_loop` runs the same work
-about twice as slowly (PGD-10-AT: 18.5x natural in wall time rolled, 8.1x unrolled, against 7.5x in
-FLOPs), and `fori_loop(..., unroll=True)` keeps K = 1 in a one-trip loop, which XLA:CPU runs as
-slowly (FGSM-RS: 4.25x natural in a one-trip loop, 1.56x in a Python loop, 1.65x in FLOPs); see
-`benchmarks/step_cost.py` and `benchmarks/xla_cpu_control_flow.py`.
+loop is a Python loop, unrolled when traced, so that XLA's cost analysis of the step counts every
+iteration (it counts a loop body once; `benchmarks/step_cost.py`). It was also faster: until
+`conv2d`'s CPU input gradient was written out as a plain convolution (`odgq_jax/models/conv.py`),
+XLA:CPU ran convolution gradients inside loops several times more slowly (PGD-10-AT: 18.5x natural
+in wall time rolled, 8.1x unrolled; FGSM-RS in a one-trip `fori_loop(..., unroll=True)`: 4.25x,
+against 1.56x in a Python loop); `benchmarks/xla_cpu_control_flow.py` shows the gap closed.
 
 Replays. Free-AT replays each minibatch m times, one optimizer update per replay, in a loop unrolled
 the same way (`replay_minibatch`), as ODG-Q does.
@@ -110,8 +111,7 @@ def replay_minibatch(replay: Callable[[Carry, Any], tuple[Carry, base.StepOutput
   """Runs `replay` m times (one optimizer update each, the state in `carry`).
 
   The loop is a Python loop, unrolled when traced, for the reasons given for crafting in the module
-  doc (a rolled loop around a whole forward-backward-update costs about twice the same work
-  unrolled on XLA:CPU).
+  doc.
 
   Args:
     replay: (carry, x) -> (carry, step output of this replay).
