@@ -20,12 +20,12 @@ f is the network in train mode with the current parameters (batch statistics, ru
 untouched; `base.train_mode_logits_fn`), as in Wong et al.'s FGSM-RS code and the usual PyTorch
 PGD-AT code.
 Crafting costs K forward+backward passes (input gradients only). K is small and static, and the
-loop is a Python loop, unrolled when traced, so that XLA's cost analysis of the step counts every
-iteration (it counts a loop body once; `benchmarks/step_cost.py`). It was also faster: until
-`conv2d`'s CPU input gradient was written out as a plain convolution (`odgq_jax/models/conv.py`),
-XLA:CPU ran convolution gradients inside loops several times more slowly (PGD-10-AT: 18.5x natural
-in wall time rolled, 8.1x unrolled; FGSM-RS in a one-trip `fori_loop(..., unroll=True)`: 4.25x,
-against 1.56x in a Python loop); `benchmarks/xla_cpu_control_flow.py` shows the gap closed.
+loop is a Python loop, unrolled when traced. That was chosen for speed: until `conv2d`'s CPU input
+gradient was written out as a plain convolution (`odgq_jax/models/conv.py`), XLA:CPU ran
+convolution gradients inside loops several times more slowly (PGD-10-AT: 18.5x natural in wall
+time rolled, 8.1x unrolled; FGSM-RS in a one-trip `fori_loop(..., unroll=True)`: 4.25x, against
+1.56x in a Python loop). `benchmarks/xla_cpu_control_flow.py` now shows the gap closed; the loops
+were left as they are.
 
 Replays. Free-AT replays each minibatch m times, one optimizer update per replay, in a loop unrolled
 the same way (`replay_minibatch`), as ODG-Q does.
