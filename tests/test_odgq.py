@@ -107,6 +107,9 @@ def test_bad_options_are_errors():
     methods.create_method(methods.method_config("odgq", domains=("global", "universal")))
   with pytest.raises(ValueError, match="one step size per 'global' domain"):
     methods.create_method(methods.method_config("odgq", global_step_sizes=(0.01,)))
+  with pytest.raises(ValueError, match="local_carry_over needs a 'local' domain"):
+    methods.create_method(methods.method_config("odgq", domains=("global", "random"),
+                                                global_step_sizes=(0.01,), local_carry_over=True))
   with pytest.raises(ValueError, match="selection must be one of"):
     methods.create_method(methods.method_config("odgq", selection="roulette"))
   with pytest.raises(ValueError, match="has no option"):
@@ -124,6 +127,20 @@ def test_odgq_trains_fills_the_bank_and_compiles_once():
   assert train_step._cache_size() == 1  # the selected domain changed; no retracing
 
 
+def test_a_carried_local_domain_alone_with_beta_zero_trains_as_free_at():
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  odgq_state, odgq_losses, _ = test_train.run_method_steps(mesh, 3, odgq_config(
+      domains=("local",), global_step_sizes=(), local_carry_over=True, beta=0.0, replays=2))
+  free_config = test_train.tiny_config()
+  free_config.method = methods.method_config("free_at", replays=2)
+  free_state, free_losses, _ = test_train.run_method_steps(mesh, 3, free_config)
+  np.testing.assert_allclose(odgq_losses, free_losses, rtol=1e-5)
+  np.testing.assert_allclose(odgq_state.method_state["local"], free_state.method_state["delta"],
+                             atol=1e-6)
+  for a, b in zip(jax.tree.leaves(odgq_state.params), jax.tree.leaves(free_state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_odgq_on_four_devices_matches_one_device():
   config = odgq_config(replays=2, selection="per_example")
   state1, losses1, _ = test_train.run_method_steps(parallel.create_mesh(jax.devices()[:1]), 3, config)
@@ -134,9 +151,11 @@ def test_odgq_on_four_devices_matches_one_device():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically(tmp_path):
+@pytest.mark.parametrize("carry_over", [False, True])
+def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically(tmp_path,
+                                                                                 carry_over):
   mesh = parallel.create_mesh(jax.devices()[:1])
-  config = odgq_config(replays=2)
+  config = odgq_config(replays=2, local_carry_over=carry_over)
   method = methods.create_method(config.method)
   state, _, train_step = test_train.run_method_steps(mesh, 2, config)
   checkpointer = test_train.save_checkpoint(state, tmp_path)
@@ -144,8 +163,8 @@ def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically
   template = template.replace(method_state=parallel.replicate(
       method.init_method_state((test_train.BATCH, 8, 8, 3)), mesh))
   restored = checkpointer.restore(template)
-  np.testing.assert_array_equal(restored.method_state["universal"],
-                                state.method_state["universal"])
+  for name in state.method_state:
+    np.testing.assert_array_equal(restored.method_state[name], state.method_state[name])
   batch = parallel.make_global_batch(test_train.synthetic_batches(3)[2], mesh)
   continued, _ = train_step(restored, batch)
   uninterrupted, _ = train_step(state, batch)

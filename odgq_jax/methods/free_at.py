@@ -4,9 +4,12 @@ Each minibatch (x0, y) is replayed m times; every replay is one forward+backward
 x = clip(x0 + delta, 0, 1) that gives both the parameter gradients and g = grad_x CE(f(x), y):
 
   theta <- optimizer update with the parameter gradients,
-  delta <- P(delta + alpha sign(g)),
+  delta <- P(x - x0 + alpha sign(g)),
 
-P keeping ||delta||_inf <= eps and x0 + delta in [0, 1], alpha = eps. The perturbation delta
+P keeping ||delta||_inf <= eps and x0 + delta in [0, 1], alpha = eps. The step starts from the
+perturbation trained on, x - x0: a delta carried over from the previous minibatch is first clipped
+to the new images' box (the authors' code steps from the unclipped delta; the two differ only where
+x0 + delta left [0, 1]). The perturbation delta
 (the global batch's image shape) lives in `TrainState.method_state`: it is carried over the
 replays and on to the next minibatch, as in the authors' implementation, so the adversary keeps
 strengthening across the whole run at no extra cost.
@@ -60,10 +63,11 @@ class FreeAT(base.TrainingMethod):
     # ODG-Q's local-domain update, stepping on from the perturbation trained on, is Free-AT's.
 
     def replay(state, _):
-      delta = state.method_state["delta"]
+      adversarial_images = projection.clip_to_box(images + state.method_state["delta"])
       state, output, image_grad = base.gradient_update(
-          state, projection.clip_to_box(images + delta), labels, self.label_smoothing)
-      delta = perturbation_bank.update_local(delta, image_grad, images, self.step_size, self.eps)
+          state, adversarial_images, labels, self.label_smoothing)
+      delta = perturbation_bank.update_local(adversarial_images - images, image_grad, images,
+                                             self.step_size, self.eps)
       return state.replace(method_state={"delta": delta}), output
 
     return adversarial.replay_minibatch(replay, state, self.replays)

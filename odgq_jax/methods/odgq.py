@@ -42,6 +42,10 @@ class ODGQ(base.TrainingMethod):
     eps: L-inf radius of every domain's perturbation.
     global_step_sizes: alpha_k of each global domain, in the order they appear in `domains`.
     local_step_size: alpha of the local domain's sign-gradient step.
+    local_carry_over: carry the local domain's perturbation on to the next minibatch, as free
+      adversarial training does (Shafahi et al. 2019), instead of starting each minibatch's local
+      domain from a uniform random point of the eps-ball. The carried perturbation (the global
+      batch's image shape) then lives in the bank and its checkpoint.
     replays: m, the optimizer updates made on each minibatch.
     selection: "uniform", "per_example" or "loss_weighted".
     selection_temperature: T of the loss-weighted selection.
@@ -53,6 +57,7 @@ class ODGQ(base.TrainingMethod):
   eps: float = 8 / 255
   global_step_sizes: tuple[float, ...] = (1 / 255, 4 / 255)
   local_step_size: float = 8 / 255
+  local_carry_over: bool = False
   replays: int = 4
   selection: str = "uniform"
   selection_temperature: float = 1.0
@@ -68,6 +73,8 @@ class ODGQ(base.TrainingMethod):
       raise ValueError("odgq: domains must name at least one domain")
     if self.domains.count("local") > 1:
       raise ValueError(f"odgq: at most one 'local' domain, got domains={self.domains}")
+    if self.local_carry_over and "local" not in self.domains:
+      raise ValueError(f"odgq: local_carry_over needs a 'local' domain, got domains={self.domains}")
     if len(self.global_step_sizes) != self.domains.count("global"):
       raise ValueError(
           f"odgq: global_step_sizes={self.global_step_sizes} must give one step size per 'global' "
@@ -85,7 +92,8 @@ class ODGQ(base.TrainingMethod):
 
   def init_method_state(self, batch_image_shape):
     return bank.init_bank(len(self._global_domains), tuple(batch_image_shape[1:]),
-                          len(self.domains))
+                          len(self.domains),
+                          local_shape=tuple(batch_image_shape) if self.local_carry_over else None)
 
   def state_summary(self, method_state):
     """Each domain's running loss, `domain_loss_<k>_<kind>`: what loss-weighted selection weighs
@@ -112,7 +120,10 @@ class ODGQ(base.TrainingMethod):
     images, labels = batch["image"], batch["label"]
     align = alignment.ALIGNMENTS[self.alignment]
     start_key, replay_key = jax.random.split(rng)
-    local_start = projection.random_linf_start(start_key, images, self.eps) - images
+    if self.local_carry_over:
+      local_start = state.method_state["local"]
+    else:
+      local_start = projection.random_linf_start(start_key, images, self.eps) - images
 
     def replay(carry, key):
       state, local_delta = carry
@@ -136,21 +147,23 @@ class ODGQ(base.TrainingMethod):
 
       (loss, (logits, batch_stats, per_example_ce)), (grads, image_grad) = jax.value_and_grad(
           loss_fn, argnums=(0, 1), has_aux=True)(state.params, adversarial_images)
-      method_state = {
-          "universal": bank.update_universal(
+      method_state = dict(
+          state.method_state,
+          universal=bank.update_universal(
               state.method_state["universal"], weights, image_grad, self._global_domains,
               self.global_step_sizes, self.eps),
-          "domain_loss": bank.update_domain_loss(state.method_state["domain_loss"], weights,
-                                                 jax.lax.stop_gradient(per_example_ce)),
-      }
+          domain_loss=bank.update_domain_loss(state.method_state["domain_loss"], weights,
+                                              jax.lax.stop_gradient(per_example_ce)))
       if "local" in self.domains:
         local_delta = bank.update_local(adversarial_images - images, image_grad, images,
                                         self.local_step_size, self.eps)
       state = state.apply_gradients(grads, batch_stats).replace(method_state=method_state)
       return (state, local_delta), base.StepOutput(loss, logits)
 
-    (state, _), output = adversarial.replay_minibatch(
+    (state, local_delta), output = adversarial.replay_minibatch(
         replay, (state, local_start), self.replays, jax.random.split(replay_key, self.replays))
+    if self.local_carry_over:
+      state = state.replace(method_state=dict(state.method_state, local=local_delta))
     return state, output
 
 

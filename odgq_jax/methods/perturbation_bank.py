@@ -7,9 +7,11 @@ level"; the kinds and their updates are this project's definition, see shared/ME
 - "global": a universal perturbation u_k (H, W, C) shared by all examples, kept in the train
   state; updated u_k <- clip(u_k + alpha_k sign(mean_n g_n), -eps, eps).
 - "local": a per-example perturbation delta_n, carried over the m replays of a minibatch (it starts
-  from a uniform random point of the eps-ball); after every replay, delta_n <- Proj(d_n + alpha
-  sign(g_n)) with d_n the perturbation example n was trained on in that replay, whichever domain
-  it came from: "each replay starts from the previous replay's perturbation" (shared/METHOD.md).
+  from a uniform random point of the eps-ball, or, with `local_carry_over`, from where the previous
+  minibatch left it, as in free adversarial training); after every replay, delta_n <- Proj(d_n +
+  alpha sign(g_n)) with d_n the perturbation example n was trained on in that replay, whichever
+  domain it came from: "each replay starts from the previous replay's perturbation"
+  (shared/METHOD.md).
 - "random": uniform noise in [-eps, eps], drawn afresh; no state, no update.
 
 Here g = dLoss/dx_adv is the input gradient of the training loss, from the same backward pass
@@ -42,11 +44,16 @@ SELECTIONS = ("uniform", "per_example", "loss_weighted")
 LOSS_AVERAGE_DECAY = 0.9
 
 
-def init_bank(num_global: int, image_shape: tuple[int, ...], num_domains: int) -> dict[str, Any]:
-  """The bank's persistent state: universal perturbations (zero) and per-domain running losses
-  (NaN: not observed yet)."""
-  return {"universal": jnp.zeros((num_global, *image_shape), jnp.float32),
-          "domain_loss": jnp.full((num_domains,), jnp.nan, jnp.float32)}
+def init_bank(num_global: int, image_shape: tuple[int, ...], num_domains: int,
+              local_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+  """The bank's persistent state: universal perturbations (zero), per-domain running losses (NaN:
+  not observed yet) and, given `local_shape` (the global batch's image shape), the local domain's
+  perturbation carried from one minibatch to the next (zero)."""
+  state = {"universal": jnp.zeros((num_global, *image_shape), jnp.float32),
+           "domain_loss": jnp.full((num_domains,), jnp.nan, jnp.float32)}
+  if local_shape is not None:
+    state["local"] = jnp.zeros(local_shape, jnp.float32)
+  return state
 
 
 def select_domains(key: jax.Array, selection: str, batch_size: int, domain_loss: jax.Array,
