@@ -62,7 +62,8 @@ def main(argv):
   print(json.dumps({
       "config": config.model.name, "batch_size": config.batch_size, "devices": mesh.size,
       "real_data_step_seconds": round(real, 4), "in_memory_step_seconds": round(memory, 4),
-      "ratio": round(real / memory, 3), "compilations": train_step._cache_size(),  # pylint: disable=protected-access
+      "ratio": round(real / memory, 3),
+      "compilations": train_step._cache_size(),  # pylint: disable=protected-access
   }))
 
 

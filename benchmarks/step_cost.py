@@ -13,10 +13,10 @@ implementation is skipped with a note. Per method:
   which one runs: the FLOPs of its most expensive branch are what XLA reports for a conditional
   (all branches cost the same, bits do not change simulated-quantization FLOPs). XLA's cost
   analysis (`Compiled.cost_analysis()`) counts a loop's body once whatever its trip count, so a
-  PGD-10 attack under `lax.fori_loop` would count as a single PGD step. For every `scan` loop in the step's jaxpr (a `fori_loop` with
-  static bounds is one; nested and unrolled loops included) the iterations XLA leaves out are
-  added, at the cost of XLA's analysis of the loop body compiled on its own (see
-  `uncounted_loop_flops`). `xla_flops` is the uncorrected figure.
+  PGD-10 attack under `lax.fori_loop` would count as a single PGD step. For every `scan` loop in
+  the step's jaxpr (a `fori_loop` with static bounds is one; nested and unrolled loops included)
+  the iterations XLA leaves out are added, at the cost of XLA's analysis of the loop body
+  compiled on its own (see `uncounted_loop_flops`). `xla_flops` is the uncorrected figure.
 - flops_per_update = flops / updates_per_batch. A replaying method (Free-AT, ODG-Q) makes m
   optimizer updates per minibatch and reads 1/m as many minibatches in a run of the same number of
   epochs (of updates), so a run costs (cost per update) x (updates) for every method: the ratios

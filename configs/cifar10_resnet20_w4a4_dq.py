@@ -6,7 +6,8 @@ full-precision weights); add adversarial training on FGSM-RS examples with
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4_dq.py --workdir runs/cifar10_resnet20_w4a4_dq
 
-Expected: see the results table of README.md (measured on the stated machine).
+Not trained here yet: README.md, "Step cost per training method", gives its step's cost
+relative to natural training.
 """
 from configs import cifar10_resnet20_w4a4
 from configs import default

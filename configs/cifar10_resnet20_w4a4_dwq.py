@@ -10,7 +10,8 @@ It is evaluated as the exact expectation over the precisions (EOT with every dra
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4_dwq.py --workdir runs/cifar10_resnet20_w4a4_dwq
 
-Expected: see the results table of README.md (measured on the stated machine).
+Not trained here yet: README.md, "Step cost per training method", gives its step's cost
+relative to natural training.
 """
 from configs import cifar10_resnet20_w4a4
 from configs import default

@@ -8,7 +8,8 @@ epochs of data, and the run costs about what 10 epochs of natural training cost.
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4_free_at.py --workdir runs/cifar10_resnet20_w4a4_free_at
 
-Expected: see the results table of README.md (measured on the stated machine).
+Not trained here yet: README.md, "Step cost per training method", gives its step's cost
+relative to natural training.
 """
 from configs import cifar10_resnet20_w4a4
 from configs import default

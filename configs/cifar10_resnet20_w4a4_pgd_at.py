@@ -5,7 +5,8 @@ inputs; loss CE(f(x_adv), y). A step costs 11 forward+backward passes.
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4_pgd_at.py --workdir runs/cifar10_resnet20_w4a4_pgd_at
 
-Expected: see the results table of README.md (measured on the stated machine).
+Not trained here yet: README.md, "Step cost per training method", gives its step's cost
+relative to natural training.
 """
 from configs import cifar10_resnet20_w4a4
 from configs import default

@@ -11,14 +11,14 @@ import os
 
 import ml_collections
 
+from odgq_jax import models
+
 # The offline CIFAR-10 copy beside the checkout (../shared/tensorflow_datasets), if present;
-# otherwise TFDS's default directory, where `tfds.load` downloads to.
+# otherwise TFDS's default directory (~/tensorflow_datasets). Datasets are read, never downloaded:
+# prepare one first (e.g. `tfds build cifar10`).
 _SHARED_TFDS = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "tensorflow_datasets")
 SHARED_DATA_DIR = os.path.normpath(_SHARED_TFDS) if os.path.isdir(_SHARED_TFDS) else None
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 FULL_PRECISION = {"name": "none"}
 
@@ -76,8 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.act_quantizer = dict(FULL_PRECISION)
   config.model.first_last_weight_quantizer = dict(FULL_PRECISION)
   config.model.first_last_act_quantizer = dict(FULL_PRECISION)
-  config.model.input_mean = CIFAR10_MEAN
-  config.model.input_std = CIFAR10_STD
+  config.model.input_mean = models.CIFAR10_MEAN
+  config.model.input_std = models.CIFAR10_STD
 
   # Training method (odgq_jax/methods): "natural" quantization-aware training by default; the
   # robust methods' configs replace this with their own fields.

@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from odgq_jax import checkpointing
+from odgq_jax.attacks import eot
 from odgq_jax import methods
 from odgq_jax import models
 from odgq_jax import parallel
@@ -65,10 +66,9 @@ class Classifier:
     """The deployed model's logits (the expectation over precisions if switchable)."""
     if not self.model.switchable_bits:
       return self.model.apply(variables, images, train=False)
-    log_probs = jnp.stack([
-        jax.nn.log_softmax(self.model.apply(variables, images, train=False, precision=bits))
-        for bits in self.model.switchable_bits])
-    return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(self.model.switchable_bits))
+    return eot.log_mean_softmax(jnp.stack([
+        self.model.apply(variables, images, train=False, precision=bits)
+        for bits in self.model.switchable_bits]))
 
   def check_images(self, images: Any) -> None:
     """Raises ValueError unless `images` is a float array [N, *image_shape] with values in

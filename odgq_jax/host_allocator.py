@@ -2,8 +2,9 @@
 
 XLA:CPU allocates a step's temporaries (about 1 GB for a ResNet-20 train step at batch 128) afresh
 every step, and the kernel maps them in 4 KiB pages on first touch: about 287,000 page faults and
-0.7 s of system time per step on the 2-core development machine. Asking glibc's malloc to back its
-large allocations with transparent huge pages (2 MiB) removes almost all of them:
+0.94 s of system time per step on the 2-core development machine (README.md, "Results"). Asking
+glibc's malloc to back its large allocations with transparent huge pages (2 MiB) removes almost all
+of them:
 
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1   (glibc >= 2.35; `madvise(MADV_HUGEPAGE)` on its memory)
 

@@ -49,12 +49,15 @@ def run_to_end(workdir, *overrides):
 
 def finished_steps(workdir):
   directory = Path(workdir) / "checkpoints"
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
 def final_params(workdir):
   step = finished_steps(workdir)[-1]
-  restored = ocp.StandardCheckpointer().restore(Path(workdir) / "checkpoints" / str(step) / "default")
+  restored = ocp.StandardCheckpointer().restore(
+      Path(workdir) / "checkpoints" / str(step) / "default")
   return step, restored
 
 

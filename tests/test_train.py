@@ -1,4 +1,5 @@
-"""The train state, optimizer, compiled steps and checkpoints, on a tiny model and synthetic data."""
+"""The train state, optimizer, compiled steps and checkpoints, on a tiny model and synthetic
+data."""
 import os
 
 import jax

@@ -38,9 +38,10 @@ class RegisteredAttack(NamedTuple):
   settings: Any
 
 
-# The quick protocol's budgets; the full protocol replaces num_restarts=10 in "pgd20" and
-# num_queries=5000 in "square". CW-inf takes PGD-20's step size; PGD++ PGD-20's budget; DI-MI-FGSM,
-# an attack for transfer, returns its final iterate (see `TransferSettings`).
+# The quick protocol's budgets at eps 8/255; the evaluation (`odgq_jax.evaluation`) sets eps,
+# PGD-20's restarts (10 in the full protocol) and Square's queries (5000 in the full protocol).
+# CW-inf takes PGD-20's step size; PGD++ PGD-20's budget; DI-MI-FGSM, an attack for transfer,
+# returns its final iterate (see `TransferSettings`).
 ATTACKS: dict[str, RegisteredAttack] = {
     "fgsm": RegisteredAttack(fgsm, FGSMSettings()),
     "pgd20": RegisteredAttack(pgd, PGDSettings(step_size=2 / 255, num_steps=20, num_restarts=1)),

@@ -41,6 +41,12 @@ def _input_hash(images: jax.Array) -> jax.Array:
   return jnp.sum(bits * weights, dtype=jnp.uint32)
 
 
+def log_mean_softmax(draw_logits: jax.Array) -> jax.Array:
+  """log((1 / S) sum_s softmax(logits_s)) for logits [S, N, K] of S draws -> [N, K]."""
+  return (jax.nn.logsumexp(jax.nn.log_softmax(draw_logits), axis=0)
+          - jnp.log(draw_logits.shape[0]))
+
+
 def expectation_over_transformation(random_logits_fn: RandomLogitsFn, num_samples: int,
                                     key: jax.Array) -> LogitsFn:
   """The EOT model of `random_logits_fn` (see the module docstring).
@@ -61,8 +67,7 @@ def expectation_over_transformation(random_logits_fn: RandomLogitsFn, num_sample
 
   def logits_fn(images):
     draw_keys = jax.random.split(jax.random.fold_in(key, _input_hash(images)), num_samples)
-    log_probabilities = jax.lax.map(
-        lambda draw_key: jax.nn.log_softmax(random_logits_fn(images, draw_key)), draw_keys)
-    return jax.nn.logsumexp(log_probabilities, axis=0) - jnp.log(num_samples)
+    return log_mean_softmax(
+        jax.lax.map(lambda draw_key: random_logits_fn(images, draw_key), draw_keys))
 
   return logits_fn

@@ -13,7 +13,7 @@ the resumed epoch are skipped before augmentation, so resuming costs little.
 Config fields read (an `ml_collections.ConfigDict`):
   dataset: TFDS name, e.g. "cifar10", "cifar10_jpeg", "cifar100", "svhn_cropped", "imagenet2012".
     Examples must have an "image" and an integer "label" feature.
-  data_dir: TFDS data directory; None for TFDS's default.
+  data_dir: TFDS data directory; None or '' for TFDS's default.
   train_split: TFDS split spec of the training data, e.g. "train" or "train[:45000]".
   eval_split: TFDS split spec evaluated by default, e.g. "test" or "train[45000:]".
   batch_size: global train batch, over all devices of all processes.
@@ -135,15 +135,14 @@ def train_batches(config: ml_collections.ConfigDict, *,
   return iter(tfds.as_numpy(_with_pipeline_options(batches.prefetch(tf.data.AUTOTUNE))))
 
 
-def eval_batches(config: ml_collections.ConfigDict,
-                 split: str | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """Every example of this process's slice of `split` (default: eval_split) once, in order.
+def eval_batches(config: ml_collections.ConfigDict) -> Iterator[dict[str, np.ndarray]]:
+  """Every example of this process's slice of `config.eval_split` once, in order.
 
   All batches have the local eval batch size; padding examples are zeros with `mask` False. Every
   process yields the same number of batches (some possibly all padding), as a multi-host eval
   step, run by all processes together, needs.
   """
-  split = config.eval_split if split is None else split
+  split = config.eval_split
   local_batch_size = _local_batch_size(config.eval_batch_size, "eval_batch_size")
   _check_augment(config)
   builder = _dataset_builder(config)
@@ -194,7 +193,7 @@ def _dataset_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuil
   missing = (f"TFDS dataset {config.dataset!r} is not prepared in data_dir {data_dir}; "
              "download and prepare it there, or set config.data_dir to where it is")
   try:
-    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir or None)
   except tfds.core.DatasetNotFoundError as e:
     raise FileNotFoundError(missing) from e
   if not builder.is_prepared():

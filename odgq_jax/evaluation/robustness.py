@@ -22,8 +22,6 @@ from odgq_jax.evaluation import protocol as protocol_lib
 LogitsFn = Callable[[jax.Array], jax.Array]
 Progress = Callable[[str], None]
 
-PGD_STEPS = 20
-MIN_PGD_STEP = 2 / 255
 # Tolerances of the sanity checks (shared/EVALUATION.md).
 MORE_STEPS_TOLERANCE = 0.01
 BLACK_BOX_TOLERANCE = 0.02
@@ -32,10 +30,11 @@ ZERO_GRADIENT_WARNING_RATE = 0.01
 
 
 def pgd_settings_for_eps(eps: float, num_restarts: int = 1) -> attacks.PGDSettings:
-  """PGD-20 at radius eps; the step grows with eps (2.5 eps / 20, at least 2/255) to reach the
-  edge of the ball."""
-  return attacks.PGDSettings(eps=eps, step_size=max(MIN_PGD_STEP, 2.5 * eps / PGD_STEPS),
-                             num_steps=PGD_STEPS, num_restarts=num_restarts)
+  """PGD-20 (`attacks.ATTACKS["pgd20"]`) at radius eps with `num_restarts` random starts; the step
+  grows with eps (2.5 eps / 20, at least PGD-20's 2/255) to reach the edge of the ball."""
+  pgd20 = attacks.ATTACKS["pgd20"].settings
+  return dataclasses.replace(pgd20, eps=eps, num_restarts=num_restarts,
+                             step_size=max(pgd20.step_size, 2.5 * eps / pgd20.num_steps))
 
 
 def _batches(num_examples: int, batch_size: int):
@@ -150,7 +149,7 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
     key: PRNG key of all attacks.
     batch_size: examples per attack batch.
     binary: also run PGD++ (for binary networks).
-    attack_subset: run only these attacks (names from `protocol.ATTACK_NAMES`); None runs the
+    attack_subset: run only these attacks (names from `protocol_lib.ATTACK_NAMES`); None runs the
       whole protocol. A subset gives a partial report for cheap comparisons (say PGD-20 on
       held-out images): the attacks left out are reported as skipped, and there is no
       robust-vs-eps curve, no zero-gradient rate and no sanity check, so the verdict is
@@ -162,7 +161,7 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
   both clean and under the attack.
 
   Returns:
-    The report (see README, "Evaluation report"): protocol, num_examples, eps, clean, attacks,
+    The report (its schema: README, "Evaluation"): protocol, num_examples, eps, clean, attacks,
     skipped, worst_case, sanity, verdict, zero_gradient_rate, robust_vs_eps, seconds.
 
   Raises:

@@ -8,7 +8,8 @@ any state it carries from step to step (ODG-Q's perturbation bank, Free-AT's per
 `TrainState.method_state`, so it is checkpointed and resumed with the run.
 
 All methods run inside the one `jax.jit`-compiled train step over the device mesh: no host round
-trip, Python control flow only on static options, `lax` loops for attack iterations and replays.
+trip, and Python control flow only on static options (attack iterations and replays are Python
+loops over a static count, unrolled when traced: see `adversarial.py`).
 """
 from __future__ import annotations
 

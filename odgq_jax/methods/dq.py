@@ -30,19 +30,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from odgq_jax import models
 from odgq_jax.methods import adversarial
 from odgq_jax.methods import base
 from odgq_jax.methods.registry import register
-
-# The conv and dense layers' kernel parameter name (odgq_jax/models/layers.py).
-KERNEL_PARAM_NAME = "kernel"
-
 
 def orthogonality_penalty(params: Any) -> jax.Array:
   """sum_l ||W_l^T W_l - I||_F^2 over the kernels in `params`, each reshaped to [fan_in, out]."""
   penalty = jnp.zeros((), jnp.float32)
   for path, kernel in jax.tree_util.tree_flatten_with_path(params)[0]:
-    if getattr(path[-1], "key", None) != KERNEL_PARAM_NAME:
+    if getattr(path[-1], "key", None) != models.KERNEL_PARAM_NAME:
       continue
     matrix = jnp.reshape(kernel, (-1, kernel.shape[-1]))
     gram = matrix.T @ matrix

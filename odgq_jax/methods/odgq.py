@@ -4,7 +4,8 @@ Adversarial perturbations of several kinds are source domains; training on a mix
 online from the training's own backward pass, makes the quantized network robust to unseen attacks
 (target domains) at about the cost of natural training. One replay of a minibatch (x0, y):
 
-  1. select a domain k per example from the perturbation bank (`perturbation_bank.py`);
+  1. select a domain k from the perturbation bank, for the batch or per example
+     (`perturbation_bank.py`);
   2. x_adv = clip(x0 + delta_k, 0, 1), ||delta_k||_inf <= eps;
   3. forward x0 (forward-only by default: stop-gradient) and x_adv;
   4. loss = CE(f(x_adv), y) + beta * Align(f(x0), f(x_adv))  (`alignment.py`; KL by default);

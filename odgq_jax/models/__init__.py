@@ -14,7 +14,7 @@ import ml_collections
 from odgq_jax import quant
 from odgq_jax.models.common import (CIFAR10_MEAN, CIFAR10_STD, ModuleDef, QuantizedClassifier,
                                     init_variables)
-from odgq_jax.models.layers import QuantConv, QuantDense
+from odgq_jax.models.layers import KERNEL_PARAM_NAME, QuantConv, QuantDense
 from odgq_jax.models.resnet_cifar import PreActResNet18, ResNet20, ResNet56, WideResNet34x10
 from odgq_jax.models.resnet_imagenet import ResNet18, ResNet50
 from odgq_jax.models.tiny import TinyCNN
@@ -84,6 +84,7 @@ def create_model_from_config(model_config: ml_collections.ConfigDict,
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "KERNEL_PARAM_NAME",
     "MODELS",
     "QuantConv",
     "QuantDense",

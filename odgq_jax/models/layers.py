@@ -26,6 +26,9 @@ from odgq_jax.quant import Quantizer
 Initializer = Callable[..., jax.Array]
 
 # He et al. 2015, "Delving deep into rectifiers" (mode fan_out, as in the reference ResNets).
+# The name of the conv and dense layers' weight parameter (weight decay and Defensive
+# Quantization's penalty select parameters by it).
+KERNEL_PARAM_NAME = "kernel"
 HE_NORMAL_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
@@ -68,7 +71,7 @@ class QuantizedLinearLayer(nn.Module):
   def quantized_operands(self, x: jax.Array,
                          kernel_shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
     """Creates `kernel`; returns the quantized input and the quantized kernel."""
-    kernel = self.param("kernel", self.kernel_init, tuple(kernel_shape))
+    kernel = self.param(KERNEL_PARAM_NAME, self.kernel_init, tuple(kernel_shape))
     suffix = self.quantizer_param_suffix
     return (quantize_with_params(self, self.input_quantizer, x, "input", suffix),
             quantize_with_params(self, self.weight_quantizer, kernel, "weight", suffix))

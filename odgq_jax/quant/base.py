@@ -9,7 +9,8 @@ Quantizers with learnable parameters (PACT's clipping level, LSQ's step size) de
 owns the quantizer stores them as Flax parameters and passes them back on every call. Stateless
 quantizers return `{}`.
 
-Conventions (all quantizers):
+Conventions (all quantizers; where a paper defines its own levels, the quantizer follows the paper
+and says so: LSQ's signed levels -2^(k-1) .. 2^(k-1) - 1, DoReFa's {2i/n - 1} without zero):
 
 | quantity       | convention                                                              |
 |----------------|-------------------------------------------------------------------------|

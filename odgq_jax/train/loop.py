@@ -92,9 +92,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("%s, %s on %s: %d parameters, %d devices, global batch %d, %d steps per epoch, "
-               "%d updates per minibatch, steps %d -> %d", config.method.name, config.model.name,
-               config.dataset, num_params, mesh.size, config.batch_size, steps_per_epoch,
+  logging.info("%s, %s on %s (%d training examples in %s, %d eval examples in %s): %d parameters, "
+               "%d devices, global batch %d, %d steps per epoch, %d updates per minibatch, "
+               "steps %d -> %d", config.method.name, config.model.name, config.dataset,
+               info.num_train_examples, config.train_split, info.num_eval_examples,
+               config.eval_split, num_params, mesh.size, config.batch_size, steps_per_epoch,
                updates_per_batch, start_step, total_steps)
   if start_step >= total_steps:
     logging.info("Nothing to do: the checkpoint is at step %d of %d.", start_step, total_steps)

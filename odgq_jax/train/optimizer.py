@@ -12,8 +12,7 @@ import jax
 import ml_collections
 import optax
 
-DECAYED_PARAM_NAME = "kernel"
-
+from odgq_jax import models
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict,
                             steps_per_epoch: int) -> optax.Schedule:
@@ -37,7 +36,7 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict,
 def weight_decay_mask(params: Any) -> Any:
   """True for the leaves that get weight decay: conv and dense kernels."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], "key", None) == DECAYED_PARAM_NAME, params)
+      lambda path, _: getattr(path[-1], "key", None) == models.KERNEL_PARAM_NAME, params)
 
 
 def create_optimizer(config: ml_collections.ConfigDict,
