@@ -99,6 +99,7 @@ REFERENCE_SIZES = [
     ("resnet56", 10, 0.85),
     ("preact_resnet18", 10, 11.17),
     ("wrn34_10", 10, 46.16),  # Zagoruyko & Komodakis 2016; TRADES.
+    ("vgg7", 10, 0.289),  # ours: 6 convs (32, 32, 64, 64, 128, 128 channels) + dense.
     ("resnet18", 1000, 11.69),  # torchvision.
     ("resnet50", 1000, 25.56),
 ]

@@ -18,12 +18,14 @@ from odgq_jax.models.layers import KERNEL_PARAM_NAME, QuantConv, QuantDense
 from odgq_jax.models.resnet_cifar import PreActResNet18, ResNet20, ResNet56, WideResNet34x10
 from odgq_jax.models.resnet_imagenet import ResNet18, ResNet50
 from odgq_jax.models.tiny import TinyCNN
+from odgq_jax.models.vgg import VGG7
 
 MODELS: dict[str, ModuleDef] = {
     "resnet20": ResNet20,
     "resnet56": ResNet56,
     "preact_resnet18": PreActResNet18,
     "wrn34_10": WideResNet34x10,
+    "vgg7": VGG7,
     "resnet18": ResNet18,
     "resnet50": ResNet50,
     "tiny": TinyCNN,
