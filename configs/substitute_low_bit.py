@@ -4,6 +4,8 @@ better to quantized targets.
   python launch/train.py --config configs/substitute_low_bit.py --workdir runs/substitute_low_bit
 
 Used by launch/eval.py as `--substitute low_bit=runs/substitute_low_bit` (transfer_low_bit).
+Expected: 77.43% test accuracy after 10 epochs, 38 min on a 2-core x86_64 CPU (JAX 0.10.2, no
+accelerator); README.md, "Results".
 """
 from configs import default
 
