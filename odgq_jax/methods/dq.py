@@ -35,6 +35,7 @@ from odgq_jax.methods import adversarial
 from odgq_jax.methods import base
 from odgq_jax.methods.registry import register
 
+
 def orthogonality_penalty(params: Any) -> jax.Array:
   """sum_l ||W_l^T W_l - I||_F^2 over the kernels in `params`, each reshaped to [fan_in, out]."""
   penalty = jnp.zeros((), jnp.float32)

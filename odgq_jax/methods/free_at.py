@@ -9,10 +9,10 @@ x = clip(x0 + delta, 0, 1) that gives both the parameter gradients and g = grad_
 P keeping ||delta||_inf <= eps and x0 + delta in [0, 1], alpha = eps. The step starts from the
 perturbation trained on, x - x0: a delta carried over from the previous minibatch is first clipped
 to the new images' box (the authors' code steps from the unclipped delta; the two differ only where
-x0 + delta left [0, 1]). The perturbation delta
-(the global batch's image shape) lives in `TrainState.method_state`: it is carried over the
-replays and on to the next minibatch, as in the authors' implementation, so the adversary keeps
-strengthening across the whole run at no extra cost.
+x0 + delta left [0, 1]). The perturbation delta (the global batch's image shape) lives in
+`TrainState.method_state`: it is carried over the replays and on to the next minibatch, as in the
+authors' implementation, so the adversary keeps strengthening across the whole run at no extra
+cost.
 
 A minibatch makes m optimizer updates, so the training loop reads 1/m as many minibatches for the
 same number of updates (`updates_per_batch`): "num_epochs" counts epochs of updates, and the run

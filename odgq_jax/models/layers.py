@@ -25,10 +25,11 @@ from odgq_jax.quant import Quantizer
 
 Initializer = Callable[..., jax.Array]
 
-# He et al. 2015, "Delving deep into rectifiers" (mode fan_out, as in the reference ResNets).
 # The name of the conv and dense layers' weight parameter (weight decay and Defensive
 # Quantization's penalty select parameters by it).
 KERNEL_PARAM_NAME = "kernel"
+
+# He et al. 2015, "Delving deep into rectifiers" (mode fan_out, as in the reference ResNets).
 HE_NORMAL_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 

@@ -14,6 +14,7 @@ import optax
 
 from odgq_jax import models
 
+
 def create_learning_rate_fn(config: ml_collections.ConfigDict,
                             steps_per_epoch: int) -> optax.Schedule:
   """Linear warm-up from 0 to `config.learning_rate` over `config.warmup_epochs`, then cosine to 0.
