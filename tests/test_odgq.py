@@ -127,6 +127,17 @@ def test_odgq_trains_fills_the_bank_and_compiles_once():
   assert train_step._cache_size() == 1  # the selected domain changed; no retracing
 
 
+def test_eps_warmup_keeps_the_bank_inside_the_growing_ball_and_compiles_once():
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  config = odgq_config(replays=2, local_carry_over=True, eps_warmup_updates=100)
+  state, _, train_step = test_train.run_method_steps(mesh, 2, config)
+  # Updates 0..3 ran; the last one projected onto the ball of radius eps * 4 / 100.
+  radius = EPS * 4 / 100
+  for name in ("universal", "local"):
+    assert 0 < float(jnp.abs(state.method_state[name]).max()) <= radius + 1e-7, name
+  assert train_step._cache_size() == 1  # the radius is traced, not a compile-time constant
+
+
 def test_a_carried_local_domain_alone_with_beta_zero_trains_as_free_at():
   mesh = parallel.create_mesh(jax.devices()[:1])
   odgq_state, odgq_losses, _ = test_train.run_method_steps(mesh, 3, odgq_config(
@@ -191,7 +202,8 @@ def test_an_odgq_run_logs_its_domain_losses_and_loads_as_a_classifier(tmp_path, 
 
 @pytest.mark.parametrize("options,message", [
     ({"eps": 0.0}, r"eps must be in \(0, 1\]"), ({"replays": 0}, "replays must be an integer >= 1"),
-    ({"local_step_size": 2.0}, r"step_size must be in \(0, 1\]")])
+    ({"local_step_size": 2.0}, r"step_size must be in \(0, 1\]"),
+    ({"eps_warmup_updates": -1}, "eps_warmup_updates must be a number >= 0")])
 def test_out_of_range_numbers_are_errors(options, message):
   with pytest.raises(ValueError, match=message):
     methods.create_method(methods.method_config("odgq", **options))

@@ -41,6 +41,10 @@ class ODGQ(base.TrainingMethod):
   Attributes:
     domains: the kind of each domain of the bank: "global", "local" or "random".
     eps: L-inf radius of every domain's perturbation.
+    eps_warmup_updates: W; the radius grows linearly over the first W optimizer updates,
+      eps_t = eps * min(1, (t + 1) / W) at update t, and every step size with it (alpha_t = alpha
+      eps_t / eps), so the network meets full-size perturbations only once it classifies; 0 (the
+      default): eps from the first update.
     global_step_sizes: alpha_k of each global domain, in the order they appear in `domains`.
     local_step_size: alpha of the local domain's sign-gradient step.
     local_carry_over: carry the local domain's perturbation on to the next minibatch, as free
@@ -56,6 +60,7 @@ class ODGQ(base.TrainingMethod):
   """
   domains: tuple[str, ...] = ("global", "global", "local", "random")
   eps: float = 8 / 255
+  eps_warmup_updates: int = 0
   global_step_sizes: tuple[float, ...] = (1 / 255, 4 / 255)
   local_step_size: float = 8 / 255
   local_carry_over: bool = False
@@ -82,6 +87,7 @@ class ODGQ(base.TrainingMethod):
           f"domain ({self.domains.count('global')} in domains={self.domains})")
     adversarial.check_radius_and_step("odgq", self.eps, self.local_step_size)
     adversarial.check_count("odgq", "replays", self.replays)
+    adversarial.check_nonnegative("odgq", "eps_warmup_updates", self.eps_warmup_updates)
 
   @property
   def updates_per_batch(self) -> int:
@@ -103,7 +109,13 @@ class ODGQ(base.TrainingMethod):
     return {f"domain_loss_{k}_{kind}": float(loss)
             for k, (kind, loss) in enumerate(zip(self.domains, losses))}
 
-  def _candidates(self, universal, local_delta, key, images):
+  def _eps_scale(self, step: jax.Array) -> jax.Array | float:
+    """eps_t / eps at optimizer update `step`: min(1, (step + 1) / W), or 1 without warm-up."""
+    if not self.eps_warmup_updates:
+      return 1.0
+    return jnp.minimum(1.0, (step + 1) / self.eps_warmup_updates)
+
+  def _candidates(self, universal, local_delta, key, images, eps):
     """The perturbation of every domain for every example: [K, N, H, W, C]."""
     global_index = {domain: j for j, domain in enumerate(self._global_domains)}
     candidates = []
@@ -114,7 +126,7 @@ class ODGQ(base.TrainingMethod):
         candidates.append(local_delta)
       else:
         candidates.append(jax.random.uniform(jax.random.fold_in(key, k), images.shape,
-                                             images.dtype, -self.eps, self.eps))
+                                             images.dtype, -eps, eps))
     return jnp.stack(candidates)
 
   def update(self, state, batch, rng):
@@ -124,16 +136,19 @@ class ODGQ(base.TrainingMethod):
     if self.local_carry_over:
       local_start = state.method_state["local"]
     else:
-      local_start = projection.random_linf_start(start_key, images, self.eps) - images
+      local_start = projection.random_linf_start(
+          start_key, images, self.eps * self._eps_scale(state.step)) - images
 
     def replay(carry, key):
       state, local_delta = carry
+      eps_scale = self._eps_scale(state.step)
+      eps = self.eps * eps_scale
       select_key, random_key = jax.random.split(key)
       weights = bank.select_domains(select_key, self.selection, images.shape[0],
                                     state.method_state["domain_loss"], self.selection_temperature)
       delta = bank.mix_perturbations(
           weights, self._candidates(state.method_state["universal"], local_delta, random_key,
-                                    images))
+                                    images, eps))
       adversarial_images = projection.clip_to_box(images + delta)
 
       def loss_fn(params, adversarial_images):
@@ -152,12 +167,12 @@ class ODGQ(base.TrainingMethod):
           state.method_state,
           universal=bank.update_universal(
               state.method_state["universal"], weights, image_grad, self._global_domains,
-              self.global_step_sizes, self.eps),
+              tuple(alpha * eps_scale for alpha in self.global_step_sizes), eps),
           domain_loss=bank.update_domain_loss(state.method_state["domain_loss"], weights,
                                               jax.lax.stop_gradient(per_example_ce)))
       if "local" in self.domains:
         local_delta = bank.update_local(adversarial_images - images, image_grad, images,
-                                        self.local_step_size, self.eps)
+                                        self.local_step_size * eps_scale, eps)
       state = state.apply_gradients(grads, batch_stats).replace(method_state=method_state)
       return (state, local_delta), base.StepOutput(loss, logits)
 
