@@ -10,7 +10,7 @@ replays per minibatch the run reads 2.5 epochs of minibatches.
 
 Expected: 69.56% clean test accuracy after 10 epochs of updates, 45 min on a 2-core x86_64 CPU
 (JAX 0.10.2, no accelerator); quick protocol on the first 1,000 test examples: clean 68.6%, PGD-20
-14.8%, worst case 12.8% (README.md, "Results").
+14.8%, worst case over all ten attacks 12.8% (README.md, "Results").
 """
 from configs import cifar10_resnet20_w4a4
 from configs import default
