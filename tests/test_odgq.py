@@ -203,7 +203,8 @@ def test_an_odgq_run_logs_its_domain_losses_and_loads_as_a_classifier(tmp_path, 
 @pytest.mark.parametrize("options,message", [
     ({"eps": 0.0}, r"eps must be in \(0, 1\]"), ({"replays": 0}, "replays must be an integer >= 1"),
     ({"local_step_size": 2.0}, r"step_size must be in \(0, 1\]"),
-    ({"eps_warmup_updates": -1}, "eps_warmup_updates must be a number >= 0")])
+    ({"eps_warmup_updates": -1}, "eps_warmup_updates must be an integer >= 0"),
+    ({"eps_warmup_updates": 7.5}, "eps_warmup_updates must be an integer >= 0")])
 def test_out_of_range_numbers_are_errors(options, message):
   with pytest.raises(ValueError, match=message):
     methods.create_method(methods.method_config("odgq", **options))

@@ -137,10 +137,10 @@ def check_radius_and_step(method: str, eps: float, step_size: float) -> None:
       raise ValueError(f"{method}: {name} must be in (0, 1], got {value!r}")
 
 
-def check_count(method: str, name: str, value: int) -> None:
-  """Raises ValueError unless `value` is an integer >= 1."""
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{method}: {name} must be an integer >= 1, got {value!r}")
+def check_count(method: str, name: str, value: int, minimum: int = 1) -> None:
+  """Raises ValueError unless `value` is an integer >= `minimum`."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f"{method}: {name} must be an integer >= {minimum}, got {value!r}")
 
 
 def check_nonnegative(method: str, name: str, value: float) -> None:

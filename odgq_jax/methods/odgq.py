@@ -87,7 +87,7 @@ class ODGQ(base.TrainingMethod):
           f"domain ({self.domains.count('global')} in domains={self.domains})")
     adversarial.check_radius_and_step("odgq", self.eps, self.local_step_size)
     adversarial.check_count("odgq", "replays", self.replays)
-    adversarial.check_nonnegative("odgq", "eps_warmup_updates", self.eps_warmup_updates)
+    adversarial.check_count("odgq", "eps_warmup_updates", self.eps_warmup_updates, minimum=0)
 
   @property
   def updates_per_batch(self) -> int:
