@@ -2,8 +2,8 @@
 
   python launch/train.py --config configs/cifar10_resnet20_fp.py --workdir runs/cifar10_resnet20_fp
 
-Expected: 83.72% test accuracy after 10 epochs, about 45 min on a 2-core x86_64 CPU (JAX 0.10.2,
-no accelerator); README.md, "Results".
+Expected: 83.72% test accuracy after 10 epochs (83.75% +- 0.25% over seeds 0, 1 and 2), about
+45 min on a 2-core x86_64 CPU (JAX 0.10.2, no accelerator); README.md, "Results".
 """
 from configs import default
 
