@@ -13,4 +13,5 @@ from configs import default
 def get_config():
   config = default.quantize_model(default.get_config(), weight_bits=2, act_bits=2)
   config.seed = 3
+  config.learning_rate = default.R1_LEARNING_RATE  # as trained for the README's reports
   return config

@@ -4,6 +4,7 @@ import pathlib
 
 import pytest
 
+from configs import default
 from odgq_jax import methods
 from odgq_jax import models
 
@@ -23,7 +24,8 @@ def test_config_builds_its_model_and_method(name):
 
 
 @pytest.mark.parametrize("name", [n for n in RUN_CONFIGS if n.startswith("cifar10_resnet20_w4a4_")])
-def test_robust_configs_name_their_method_and_train_without_label_smoothing(name):
+def test_robust_configs_name_their_method_and_keep_recipe_r1_without_label_smoothing(name):
   config = load(name)
   assert config.method.name == name.removeprefix("cifar10_resnet20_w4a4_")
+  assert config.learning_rate == default.R1_LEARNING_RATE
   assert config.label_smoothing == 0.0
