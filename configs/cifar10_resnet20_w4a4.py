@@ -5,9 +5,10 @@ with learned step size ("lsq"); first conv and last dense at 8 bits.
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4.py --workdir runs/cifar10_resnet20_w4a4
 
-Expected: 82.43% test accuracy after 10 epochs (recipe R2, peak learning rate 0.4), 44 min on a
-2-core x86_64 CPU (JAX 0.10.2, no accelerator), 1.91 points below full precision; README.md,
-"Results". Recipe R1 (--config.learning_rate=0.2) gave 83.01% and, in a rerun, 82.68%.
+Expected: 82.43% test accuracy after 10 epochs (recipe R2, peak learning rate 0.4), 1.91 points
+below full precision; 44 min on a 2-core x86_64 CPU (JAX 0.10.2, no accelerator) with a test run
+alongside for 7 of them; README.md, "Results". Recipe R1 (--config.learning_rate=0.2) gave 83.01%
+and, in a rerun, 82.68% (37 min alone).
 """
 from configs import default
 
