@@ -94,9 +94,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_epochs = 10
   # Natural training's peak learning rate and label smoothing were chosen on held-out training
   # images (train[:45000] for training, train[45000:] for the choice; ResNet-20 FP, 10 epochs):
-  # 0.4 with smoothing 0.1 reached 85.12% and 84.28% held-out accuracy (seeds 0 and 1),
-  # 0.2 with smoothing 84.04% (seed 0), 0.1 without smoothing 83.04% (README, "Training recipe"). The robust
-  # methods keep 0.2 and no smoothing: see robust_training.
+  # 0.4 with smoothing 0.1 reached 85.12% and 84.28% held-out accuracy (seeds 0 and 1), 0.2 with
+  # smoothing 84.04% (seed 0), 0.1 without smoothing 83.04% (README, "Training recipe"). The
+  # robust methods keep 0.2 and no smoothing: see robust_training.
   config.learning_rate = 0.4  # peak, reached after the warm-up
   config.warmup_epochs = 0.5
   config.momentum = 0.9
