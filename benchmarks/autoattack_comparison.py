@@ -3,7 +3,7 @@
   XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
   PYTHONPATH=/path/to/auto-attack nice -n 10 \
   .venv/bin/python benchmarks/autoattack_comparison.py \
-      --output benchmarks/results_autoattack_comparison.json
+      --output results/benchmarks/autoattack_comparison.json
 
 Prerequisites (neither is a dependency of odgq_jax):
   * PyTorch: `.venv/bin/pip install torch==2.13.0` (the CPU wheel is enough).

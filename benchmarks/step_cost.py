@@ -1,6 +1,6 @@
 """Compiled FLOPs, wall time and memory of one train step of each training method, side by side.
 
-  python benchmarks/step_cost.py --output step_cost.json
+  python benchmarks/step_cost.py --output results/benchmarks/step_cost.json
   python benchmarks/step_cost.py --methods natural,odgq --steps 3 --batch_size 32  # quick check
 
 Every method trains ResNet-20 W4A4 with its config (`configs/cifar10_resnet20_w4a4_<name>.py`,
@@ -35,26 +35,25 @@ Writes {"methods": {name: {...}}, "skipped": {name: reason}, "machine": {...}} t
 prints a markdown table.
 """
 import importlib
+import importlib.util
 import json
 import os
-import platform
 import statistics
 import time
 
 from absl import app
 from absl import flags
 import jax
-from jax.extend import core as jax_core
-import jaxlib
 import numpy as np
 
+from measure import machine_info, peak_memory_bytes, uncounted_loop_flops, xla_flops
 from odgq_jax import logs
 from odgq_jax import methods
 from odgq_jax import models
 from odgq_jax import parallel
 from odgq_jax import train
 
-ALL_METHODS = ("natural", "pgd_at", "fgsm_rs", "free_at", "trades", "dq", "odgq", "dwq")
+ALL_METHODS = ("natural", "pgd_at", "fgsm_rs", "n_fgsm", "free_at", "trades", "dq", "odgq", "dwq")
 METHOD_OPTIONS = {"pgd_at": {"attack_steps": 10}}
 REFERENCE_METHOD = "natural"
 WARMUP_STEPS = 2
@@ -63,62 +62,22 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
 
 flags.DEFINE_string("output", "", "Write the results as JSON to this path.")
-flags.DEFINE_list("methods", list(ALL_METHODS), "Training methods to measure.")
+flags.DEFINE_list("methods", list(ALL_METHODS),
+                  "Training methods to measure, each by the suffix of its config "
+                  "(configs/cifar10_resnet20_w4a4_<name>.py), e.g. odgq or odgq_equal_time.")
 flags.DEFINE_integer("steps", 10, "Timed steps per method (after the warm-up steps).")
 flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 FLAGS = flags.FLAGS
 
 
-def xla_flops(compiled: jax.stages.Compiled) -> float:
-  """FLOPs of XLA's cost analysis, summed over its entries (one per compiled module)."""
-  analysis = compiled.cost_analysis()
-  entries = analysis if isinstance(analysis, (list, tuple)) else [analysis]
-  return float(sum(entry.get("flops", 0.0) for entry in entries))
-
-
-def uncounted_loop_flops(jaxpr: jax_core.Jaxpr) -> float:
-  """FLOPs of the loop iterations that XLA's cost analysis of `jaxpr` leaves out.
-
-  XLA counts a loop body once. A scan of n iterations unrolled by k is a loop whose body holds k
-  copies, followed by n mod k copies; XLA counts c = k + n mod k copies (c = n when k >= n: no
-  loop is left). With b the FLOPs of one copy by XLA's count and u those its own loops leave out,
-  the truth is n (b + u) against XLA's c b: this returns the sum over the loops of
-  n u + (n - c) b, looking into every sub-jaxpr (calls, branches, custom rules).
-
-  Raises:
-    ValueError: for a `while` loop, whose trip count is not known at compile time.
-  """
-  missing = 0.0
-  for equation in jaxpr.eqns:
-    if equation.primitive.name == "while":
-      raise ValueError("the step has a while loop with a dynamic trip count; its FLOPs cannot be "
-                       "counted (a fori_loop with static bounds is a scan and can)")
-    if equation.primitive.name == "scan":
-      body = equation.params["jaxpr"]
-      trips, unroll = equation.params["length"], int(equation.params["unroll"])
-      counted = trips if unroll >= trips else unroll + trips % unroll
-      avals = [jax.ShapeDtypeStruct(aval.shape, aval.dtype) for aval in body.in_avals]
-      body_flops = xla_flops(jax.jit(jax_core.jaxpr_as_fun(body)).lower(*avals).compile())
-      missing += trips * uncounted_loop_flops(body.jaxpr) + (trips - counted) * body_flops
-    else:
-      missing += sum(uncounted_loop_flops(sub) for sub in jax_core.jaxprs_in_params(
-          equation.params))
-  return missing
-
-
-def peak_memory_bytes(compiled: jax.stages.Compiled) -> int | None:
-  """Arguments + outputs + temporaries - aliased bytes of XLA's buffer assignment (None if n/a)."""
-  stats = compiled.memory_analysis()
-  if stats is None:
-    return None
-  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+def config_module(name: str) -> str:
+  """The config module of ResNet-20 W4A4 trained as `name` (natural: natural QAT's)."""
+  return "configs.cifar10_resnet20_w4a4" + ("" if name == REFERENCE_METHOD else f"_{name}")
 
 
 def method_run_config(name: str):
-  """The config of ResNet-20 W4A4 trained with method `name` (its configs/ file)."""
-  module = "configs.cifar10_resnet20_w4a4" + ("" if name == REFERENCE_METHOD else f"_{name}")
-  config = importlib.import_module(module).get_config()
+  """The config of ResNet-20 W4A4 trained as `name` (its configs/ file)."""
+  config = importlib.import_module(config_module(name)).get_config()
   config.method.update(METHOD_OPTIONS.get(name, {}))
   return config
 
@@ -135,10 +94,12 @@ class MethodBenchmark:
         config, CIFAR10_TRAIN_EXAMPLES // config.batch_size)
     model = models.create_model_from_config(config.model, NUM_CLASSES)
     self.batch = batch
+    method_state = self.method.init_method_state(
+        batch["image"].shape, num_classes=NUM_CLASSES, num_train_examples=CIFAR10_TRAIN_EXAMPLES)
     self.state = train.create_train_state(
         jax.random.PRNGKey(config.seed), model,
-        train.create_optimizer(config, learning_rate_fn), batch["image"], mesh,
-        method_state=self.method.init_method_state(batch["image"].shape))
+        train.create_optimizer(config, learning_rate_fn), batch["image"], mesh, method_state,
+        self.method.method_state_sharding(method_state, mesh))
     jitted, _ = train.compile_steps(mesh, self.method, learning_rate_fn)
     start = time.perf_counter()
     traced = jitted.trace(self.state, batch)
@@ -166,19 +127,15 @@ class MethodBenchmark:
 
 
 def synthetic_batch(batch_size: int, mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  """A CIFAR-10-shaped training batch, with the example indices and crop geometry that the input
+  pipeline yields (ODG-Q's memory domain reads them)."""
   rng = np.random.default_rng(0)
   return parallel.make_global_batch({
       "image": rng.uniform(0, 1, (batch_size, *IMAGE_SHAPE)).astype(np.float32),
-      "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)}, mesh)
-
-
-def machine_info() -> dict[str, object]:
-  return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-          "processor": platform.processor() or platform.machine(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "jaxlib": jaxlib.__version__, "backend": jax.default_backend(),
-          "devices": [str(device) for device in jax.devices()],
-          "load_average_at_start": os.getloadavg()}
+      "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
+      "index": rng.choice(CIFAR10_TRAIN_EXAMPLES, batch_size, replace=False).astype(np.int32),
+      "crop_offset": rng.integers(0, 9, (batch_size, 2)).astype(np.int32),
+      "flip": rng.integers(0, 2, batch_size).astype(bool)}, mesh)
 
 
 def markdown_table(results: dict[str, dict[str, float | int | None]]) -> str:
@@ -200,7 +157,8 @@ def main(argv):
   logs.quiet_library_logs()
   machine = machine_info()
   names = list(dict.fromkeys([REFERENCE_METHOD, *FLAGS.methods]))
-  skipped = {name: "not registered" for name in names if name not in methods.METHODS}
+  skipped = {name: f"no config {config_module(name)}" for name in names
+             if importlib.util.find_spec(config_module(name)) is None}
   for name, reason in skipped.items():
     print(f"Skipping {name}: {reason}.")
   mesh = parallel.create_mesh()

@@ -7,8 +7,8 @@ with learned step size ("lsq"); first conv and last dense at 8 bits.
 
 Expected: 82.43% test accuracy after 10 epochs (recipe R2, peak learning rate 0.4), 1.91 points
 below full precision; 44 min on a 2-core x86_64 CPU (JAX 0.10.2, no accelerator) with a test run
-alongside for 7 of them; README.md, "Results". Recipe R1 (--config.learning_rate=0.2) gave 83.01%
-and, in a rerun, 82.68% (37 min alone).
+alongside for 7 of them; `git show 5bc17c5:README.md`, "Results". Recipe R1
+(--config.learning_rate=0.2) gave 83.01% and, in a rerun, 82.68% (37 min alone).
 """
 from configs import default
 

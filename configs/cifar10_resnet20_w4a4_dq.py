@@ -6,7 +6,7 @@ full-precision weights); add adversarial training on FGSM-RS examples with
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4_dq.py --workdir runs/cifar10_resnet20_w4a4_dq
 
-Not trained here yet: README.md, "Step cost per training method", gives its step's cost
+Not trained here yet: docs/results.md, "Step cost per training method", gives its step's cost
 relative to natural training.
 """
 from configs import cifar10_resnet20_w4a4

@@ -10,7 +10,7 @@ It is evaluated as the exact expectation over the precisions (EOT with every dra
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4_dwq.py --workdir runs/cifar10_resnet20_w4a4_dwq
 
-Not trained here yet: README.md, "Step cost per training method", gives its step's cost
+Not trained here yet: docs/results.md, "Step cost per training method", gives its step's cost
 relative to natural training.
 """
 from configs import cifar10_resnet20_w4a4

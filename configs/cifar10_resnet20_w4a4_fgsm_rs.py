@@ -7,7 +7,7 @@ CE(f(x_adv), y). A step costs 2 forward+backward passes.
 
 Expected: 66.26% clean test accuracy after 10 epochs, about 70 min on a 2-core x86_64 CPU (JAX
 0.10.2, no accelerator); quick protocol on the first 1,000 test examples: clean 65.9%, PGD-20
-33.3%, worst case over all ten attacks 28.6% (README.md, "Results").
+33.3%, worst case over all ten attacks 28.6% (docs/results.md).
 """
 from configs import cifar10_resnet20_w4a4
 from configs import default

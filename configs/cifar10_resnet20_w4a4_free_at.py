@@ -10,8 +10,9 @@ epochs of data, and the run costs about what 10 epochs of natural training cost.
 
 Not trained here on the full training split yet. On held-out images (train[:44800], 3,500
 updates, then PGD-20 on the first 1,000 images of train[44800:]) it reached 55.6% clean and 26.1%
-PGD-20 accuracy in about 40 min on a 2-core x86_64 CPU (README.md, "What was tried, on held-out
-images"); "Step cost per training method" gives its step's cost relative to natural training.
+PGD-20 accuracy in about 40 min on a 2-core x86_64 CPU (docs/experiments.md, "ODG-Q on held-out
+images"); docs/results.md, "Step cost per training method", gives its step's cost relative to
+natural training.
 """
 from configs import cifar10_resnet20_w4a4
 from configs import default

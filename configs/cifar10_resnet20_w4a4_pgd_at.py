@@ -5,7 +5,7 @@ inputs; loss CE(f(x_adv), y). A step costs 11 forward+backward passes.
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4_pgd_at.py --workdir runs/cifar10_resnet20_w4a4_pgd_at
 
-Not trained here yet: README.md, "Step cost per training method", gives its step's cost
+Not trained here yet: docs/results.md, "Step cost per training method", gives its step's cost
 relative to natural training.
 """
 from configs import cifar10_resnet20_w4a4

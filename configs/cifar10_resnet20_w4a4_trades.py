@@ -5,7 +5,7 @@ x0 + 0.001 N(0, I); loss CE(f(x0), y) + 6 KL(p(x0) || p(x_adv)), both branches b
 
   python launch/train.py --config configs/cifar10_resnet20_w4a4_trades.py --workdir runs/cifar10_resnet20_w4a4_trades
 
-Not trained here yet: README.md, "Step cost per training method", gives its step's cost
+Not trained here yet: docs/results.md, "Step cost per training method", gives its step's cost
 relative to natural training.
 """
 from configs import cifar10_resnet20_w4a4

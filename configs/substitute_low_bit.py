@@ -5,7 +5,7 @@ better to quantized targets.
 
 Used by launch/eval.py as `--substitute low_bit=runs/substitute_low_bit` (transfer_low_bit).
 Expected: 77.43% test accuracy after 10 epochs, 38 min on a 2-core x86_64 CPU (JAX 0.10.2, no
-accelerator); README.md, "Results".
+accelerator); `git show 5bc17c5:README.md`, "Results".
 """
 from configs import default
 

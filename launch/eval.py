@@ -1,19 +1,26 @@
-"""Evaluates a trained checkpoint under the robustness protocol of shared/EVALUATION.md.
+"""Evaluates a trained checkpoint under the robustness protocol of docs/evaluation.md.
 
-  python launch/eval.py --checkpoint runs/cifar10_resnet20_w4a4 \
+  python launch/eval.py --checkpoint runs/cifar10_resnet20_w4a4_odgq \
       --substitute fp=runs/substitute_fp --substitute arch=runs/substitute_arch \
-      --substitute low_bit=runs/substitute_low_bit --protocol quick --output eval/report.json
+      --substitute low_bit=runs/substitute_low_bit --protocol quick \
+      --output results/cifar10_resnet20_w4a4_odgq/report.json
 
-Writes report.json (schema in README.md), report.md and robust_vs_eps.png beside --output, and logs
-a progress line with the ETA after every batch of every attack. Transfer attacks whose substitute is
-not given are skipped and the report says so. `--attacks pgd20` runs PGD-20 alone (a partial
-report for held-out comparisons, without sanity checks).
+Writes report.json (schema in docs/evaluation.md), report.md and robust_vs_eps.png beside --output
+(`results/<run>/report.json` for a report that backs a published number: `benchmarks/results.py`
+renders the results/ folder into docs/results.md), and logs a progress line with the ETA after
+every batch of every attack. Transfer attacks whose substitute is not given are skipped and the
+report says so. `--attacks pgd20` runs PGD-20 alone (a partial report for held-out comparisons,
+without sanity checks). `--step` evaluates an earlier checkpoint than the latest; a checkpoint that
+cannot be read ends the evaluation with one line naming it and the other checkpoints, and exit
+status 1.
 """
 from odgq_jax import host_allocator
 
 host_allocator.reexec_with_huge_pages()  # before JAX starts; see odgq_jax/host_allocator.py
 
 # pylint: disable=wrong-import-position
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -21,6 +28,7 @@ import jax
 import numpy as np
 
 import odgq_jax
+from odgq_jax import checkpointing
 from odgq_jax import logs
 from odgq_jax.data import input_pipeline
 from odgq_jax.evaluation import protocol as protocol_lib
@@ -35,7 +43,8 @@ flags.DEFINE_multi_string("substitute", [],
 flags.DEFINE_enum("protocol", "quick", list(protocol_lib.PROTOCOLS), "Evaluation budget.")
 flags.DEFINE_integer("num_examples", None, "Evaluate the first N test examples (default: the "
                      "protocol's).")
-flags.DEFINE_string("output", "report.json", "Path of the JSON report.")
+flags.DEFINE_string("output", "report.json", "Path of the JSON report, e.g. "
+                    "results/<run>/report.json; report.md and robust_vs_eps.png go beside it.")
 flags.DEFINE_float("eps", 8 / 255, "L-inf radius of the threat model.")
 flags.DEFINE_string("split", "test", "TFDS split to evaluate (its first N examples); a sliced "
                     "split such as 'train[45000:]' (held-out images) works too.")
@@ -59,6 +68,11 @@ def _known_attacks(names):
   except ValueError:
     return False
   return True
+
+
+@flags.validator("step", message="--step must be latest, best or a step number")
+def _known_step(step):
+  return step in ("latest", "best") or step.isdigit()
 
 
 def _load(directory: str) -> odgq_jax.Classifier:
@@ -98,20 +112,21 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logs.quiet_library_logs()
-  target = _load(FLAGS.checkpoint)
-  substitutes = _substitutes()
+  try:
+    target = _load(FLAGS.checkpoint)
+    substitutes = _substitutes()
+  except checkpointing.CheckpointError as e:
+    sys.exit(f"error: {e}")
   protocol = protocol_lib.PROTOCOLS[FLAGS.protocol]
   images, labels = _test_examples(target, FLAGS.num_examples or protocol.num_examples)
   target.check_images(images)
-  binary = any(q.get("name") == "binary" for q in target.config.model.values()
-               if isinstance(q, dict) or hasattr(q, "get"))
   logging.info("Evaluating %s (step %d) on %d examples of %s, protocol %s, eps %.4f, "
                "substitutes %s", FLAGS.checkpoint, target.step, len(images), FLAGS.split,
                protocol.name, FLAGS.eps, sorted(substitutes) or "none")
   report = robustness.evaluate_robustness(
       target.logits_fn, images, labels, protocol=protocol, eps=FLAGS.eps,
       substitutes={name: s.logits_fn for name, s in substitutes.items()},
-      key=jax.random.PRNGKey(FLAGS.seed), batch_size=FLAGS.batch_size, binary=binary,
+      key=jax.random.PRNGKey(FLAGS.seed), batch_size=FLAGS.batch_size, binary=target.is_binary,
       attack_subset=FLAGS.attacks)
   report["checkpoint"] = {"directory": FLAGS.checkpoint, "step": target.step}
   report["split"] = FLAGS.split

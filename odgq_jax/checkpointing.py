@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import Any
 
@@ -27,6 +28,8 @@ DATASET_INFO_FILE = "dataset_info.json"
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_METRIC = "accuracy"
 TMP_MARKER = ".orbax-checkpoint-tmp"
+# Where TensorStore's error messages go on from what failed to the array's full spec (kilobytes).
+TENSORSTORE_DETAILS = (" [tensorstore_spec", " See full TensorStore details")
 
 # Config fields that only steer logging and saving; a resumed run may change them.
 RUN_CONTROL_KEYS = frozenset(
@@ -114,8 +117,17 @@ def _abstract(tree: Any) -> Any:
       tree)
 
 
+def _rank(metrics: dict[str, float]) -> float:
+  """A checkpoint's rank for the best slot: its eval accuracy, -inf if saved without evaluation."""
+  return metrics.get(BEST_METRIC, -math.inf)
+
+
 class Checkpointer:
-  """Saves the train state every so often and at the end; keeps the last K and the best one."""
+  """Saves the train state every so often and at the end; keeps the last K and the best one.
+
+  The best is the checkpoint with the highest eval accuracy; every checkpoint stores its accuracy
+  (none for a save between evaluations) beside the state, so the best is still known on resume.
+  """
 
   def __init__(self, workdir: str, keep: int = 1, read_only: bool = False):
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR))
@@ -123,26 +135,34 @@ class Checkpointer:
       raise CheckpointError(f"no checkpoints in {workdir!r} (no {CHECKPOINT_SUBDIR}/ directory)")
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=keep),
-        checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
-                                  keep_checkpoints_without_metrics=False),
+        checkpoint_managers.BestN(get_metric_fn=_rank, n=1, keep_checkpoints_without_metrics=False),
     ])
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy, read_only=read_only,
-                                             create=not read_only))
+    # best_fn makes orbax write each checkpoint's metrics and rank `best_step` by them.
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_rank,
+                                           best_mode="max", read_only=read_only,
+                                           create=not read_only)
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
+    except Exception as e:  # it reads every checkpoint's metrics; name the directory.
+      raise CheckpointError(
+          f"the checkpoints in {self.directory} cannot be restored: their metrics are unreadable "
+          f"({type(e).__name__}: {e}); delete the damaged checkpoint") from e
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def best_step(self) -> int | None:
-    return self._manager.best_step()
+    """The kept checkpoint with the highest eval accuracy (the later one of a tie); the latest if
+    none has one."""
+    best = self._manager.best_step()
+    return self.latest_step() if best is None else best
 
   def save(self, state: Any, eval_accuracy: float | None = None) -> None:
     """Saves `state` at its step (asynchronously); `eval_accuracy` ranks it for the best slot."""
     step = int(state.step)
     if step in self._manager.all_steps():
       return
-    metrics = None if eval_accuracy is None else {BEST_METRIC: float(eval_accuracy)}
+    metrics = {} if eval_accuracy is None else {BEST_METRIC: float(eval_accuracy)}
     self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
 
   def restore(self, state: Any, step: int | None = None) -> Any:
@@ -164,18 +184,49 @@ class Checkpointer:
               f"{self.directory} holds only incomplete checkpoints {incomplete} (a save was "
               "interrupted); delete them to start the run over")
         return state
-    elif step not in self._manager.all_steps():
+    return self._restore_step(step, ocp.args.StandardRestore(_abstract(state)))
+
+  def restore_entries(self, entries: dict[str, Any], step: int) -> dict[str, Any]:
+    """The top-level entries of checkpoint `step` named by the keys of `entries` (e.g. "params"
+    and "batch_stats" of a train state), whose values give their structure, shapes, dtypes and
+    shardings. The other entries (optimizer and training-method state) are not read, so the
+    caller needs to know nothing of them (orbax partial restore).
+
+    Raises:
+      CheckpointError: `step` does not exist, or the entries cannot be read or do not match.
+    """
+    abstract = _abstract(entries)
+    return self._restore_step(step, ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True))
+
+  def _restore_step(self, step: int, args: ocp.args.CheckpointArgs) -> Any:
+    if step not in self._manager.all_steps():
       raise CheckpointError(
           f"no checkpoint for step {step} in {self.directory}; available: "
           f"{list(self._manager.all_steps())}")
     try:
-      restored = self._manager.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
+      restored = self._manager.restore(step, args=args)
     except Exception as e:  # orbax raises many types for unreadable data; name the checkpoint.
-      raise CheckpointError(
-          f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored: "
-          f"{type(e).__name__}: {e}") from e
+      raise self._damaged(step, e) from e
     logging.info("Restored checkpoint of step %d from %s", step, self.directory)
     return restored
+
+  def _damaged(self, step: int, error: Exception) -> CheckpointError:
+    """The one-line error for checkpoint `step`, which `error` kept from being restored: what is
+    damaged, why (orbax's message up to TensorStore's details), and the other checkpoints."""
+    path = os.path.join(self.directory, str(step))
+    reason = f"{type(error).__name__}: {str(error).strip()}".splitlines()[0]
+    for details in TENSORSTORE_DETAILS:
+      reason = reason.split(details)[0]
+    others = sorted(s for s in self._manager.all_steps() if s != step)
+    if others:
+      instead = (f"other checkpoints: step{'s' if len(others) > 1 else ''} "
+                 f"{', '.join(map(str, others))} (evaluate one with launch/eval.py --step N, or "
+                 f"delete {path} to resume training from the latest)")
+    else:
+      instead = f"no other checkpoint (delete {path} to start the run over)"
+    return CheckpointError(f"checkpoint {path} cannot be restored ({reason}); {instead}")
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()

@@ -1,9 +1,11 @@
 """Data parallelism over all devices of all hosts: the device mesh, shardings and batch placement.
 
 The train and eval steps are plain `jax.jit` functions over a one-axis `Mesh` named `data`: the
-batch is sharded along its leading axis, everything else (parameters, optimizer state, the
-perturbation bank) is replicated. Under jit, reductions over the batch (the loss mean, BatchNorm
-statistics) are computed over the *global* batch, so no explicit `psum` is needed.
+batch is sharded along its leading axis, and so is a training method's state kept per example of
+the batch (Free-AT's carried perturbation: `TrainingMethod.per_example_state`); everything else
+(parameters, optimizer state, ODG-Q's universal perturbations, tables indexed by training example)
+is replicated. Under jit, reductions over the batch (the loss mean, BatchNorm statistics) are
+computed over the *global* batch, so no explicit `psum` is needed.
 
 Multi-host: call `jax.distributed.initialize()` first; each process then feeds only its own slice of
 the data and `make_global_batch` assembles the global array from the per-process pieces.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import jax
 import numpy as np
@@ -65,8 +67,3 @@ def prefetch_to_mesh(batches: Iterable[dict[str, np.ndarray]], mesh: Mesh,
     yield queue.popleft()
     for local_batch in itertools.islice(iterator, 1):
       queue.append(make_global_batch(local_batch, mesh))
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Places every leaf of `tree` on all devices of the mesh."""
-  return jax.device_put(tree, replicated_sharding(mesh))

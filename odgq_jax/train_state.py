@@ -60,31 +60,43 @@ def _initializer(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformat
   return init
 
 
+def state_sharding(state: TrainState, mesh: Mesh, method_state_sharding: Any) -> TrainState:
+  """The layout of a train state on `mesh`, in its structure: every leaf replicated but the
+  method state's, laid out by `method_state_sharding` (`TrainingMethod.method_state_sharding`;
+  None: replicated too)."""
+  sharding = jax.tree.map(lambda _: parallel.replicated_sharding(mesh), state)
+  if method_state_sharding is None:
+    return sharding
+  return sharding.replace(method_state=method_state_sharding)
+
+
 def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
-                       sample_images: jax.Array, mesh: Mesh,
-                       method_state: Any = None) -> TrainState:
-  """Initialises the model on `sample_images`, a real training batch, replicated over the mesh.
+                       sample_images: jax.Array, mesh: Mesh, method_state: Any = None,
+                       method_state_sharding: Any = None) -> TrainState:
+  """Initialises the model on `sample_images`, a real training batch, on the mesh.
 
   The model runs in train mode, so that data-initialised quantizer parameters (LSQ step sizes) start
   from the activations the layers see in training (normalised by batch statistics).
-  `method_state` is the training method's initial state (None: natural training, no state).
+  `method_state` is the training method's initial state (None: natural training, no state), laid
+  out by `method_state_sharding` (`TrainingMethod.method_state_sharding`; None: replicated);
+  everything else is replicated.
   """
   init = _initializer(rng, model, tx, {} if method_state is None else method_state)
   abstract = jax.eval_shape(init, sample_images)
-  out_shardings = jax.tree.map(lambda _: parallel.replicated_sharding(mesh), abstract)
+  out_shardings = state_sharding(abstract, mesh, method_state_sharding)
   return jax.jit(init, out_shardings=out_shardings)(sample_images)
 
 
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
-                         image_shape: tuple[int, ...], mesh: Mesh,
-                         method_state: Any = None) -> TrainState:
-  """The structure, shapes and (replicated) shardings of a train state, computing nothing.
+                         image_shape: tuple[int, ...], mesh: Mesh, method_state: Any = None,
+                         method_state_sharding: Any = None) -> TrainState:
+  """The structure, shapes and shardings of a train state (as `create_train_state` lays it out),
+  computing nothing.
 
   This is what a checkpoint is restored into when no state exists yet (e.g. for evaluation).
   """
   init = _initializer(jax.random.PRNGKey(0), model, tx,
                       {} if method_state is None else method_state)
   abstract = jax.eval_shape(init, jax.ShapeDtypeStruct((mesh.size, *image_shape), jnp.float32))
-  sharding = parallel.replicated_sharding(mesh)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                      abstract)
+  return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      abstract, state_sharding(abstract, mesh, method_state_sharding))

@@ -232,12 +232,16 @@ def _threat_model_cases(trained):
   """name -> (attack function, model, settings, norm)."""
   cases = {name: (attack, trained.logits_fn, settings, "linf")
            for name, (attack, settings) in attacks.ATTACKS.items()}
+  # The protocol's resize factor 1.1 leaves an 8 x 8 image no room to move (a canvas of 8 x 8), so
+  # input diversity is tested with room for random sizes and offsets.
+  diverse = dataclasses.replace(attacks.ATTACKS["di_mi_fgsm"].settings, resize_factor=1.5)
+  cases["di_mi_fgsm"] = (attacks.mim, trained.logits_fn, diverse, "linf")
   cases["square"] = (attacks.square, trained.gradient_free_logits_fn,
                      attacks.ATTACKS["square"].settings, "linf")
   cases["pgd_l2"] = (attacks.pgd, trained.logits_fn,
                      attacks.PGDSettings(eps=0.5, step_size=0.1, norm="l2"), "l2")
   for crafting in ("pgd20", "di_mi_fgsm"):
-    transfer_settings = attacks.TransferSettings(crafting=attacks.ATTACKS[crafting].settings)
+    transfer_settings = attacks.TransferSettings(crafting=cases[crafting][2])
     cases[f"transfer_{crafting}"] = (attacks.transfer_attack, trained.substitute_logits_fn,
                                      transfer_settings, "linf")
   noisy_logits_fn = lambda x, key: trained.logits_fn(
@@ -250,10 +254,12 @@ def _threat_model_cases(trained):
 
 THREAT_MODEL_CASES = [*attacks.ATTACKS, "pgd_l2", "transfer_pgd20", "transfer_di_mi_fgsm",
                       "eot_pgd20"]
+# The attacks that draw nothing (no random start, no input diversity): the key is unused.
+KEY_INDEPENDENT = ("fgsm", "mim")
 
 
 @pytest.mark.parametrize("case", THREAT_MODEL_CASES)
-def test_attack_stays_in_the_threat_model_and_is_deterministic(trained, case):
+def test_attack_stays_in_the_threat_model_and_is_deterministic_given_its_key(trained, case):
   attack, logits_fn, settings, norm = _threat_model_cases(trained)[case]
   images, labels = trained.images[:SMALL_BATCH], trained.labels[:SMALL_BATCH]
   key = jax.random.PRNGKey(7)
@@ -265,6 +271,11 @@ def test_attack_stays_in_the_threat_model_and_is_deterministic(trained, case):
   else:
     assert jnp.all(projection.per_example_norm(adv - images, 2) <= settings.eps + TOLERANCE)
   np.testing.assert_array_equal(_run(attack, logits_fn, images, labels, key, settings), adv)
+  other = _run(attack, logits_fn, images, labels, jax.random.PRNGKey(8), settings)
+  if case in KEY_INDEPENDENT:
+    np.testing.assert_array_equal(other, adv)
+  else:
+    assert not np.array_equal(other, adv), "another key gave the same perturbation"
 
 
 def test_registry_holds_the_protocol_attacks_at_eps_8_255():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from odgq_jax.data import crop_flip
 from odgq_jax.data import input_pipeline
 
 SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "tensorflow_datasets"
@@ -81,7 +82,10 @@ def test_batches_have_expected_shapes_dtypes_and_ranges(dataset, augment, num_cl
     assert batch["image"].std() > 0.05  # not blank
     assert batch["label"].dtype == np.int32 and batch["label"].shape == (batch_size,)
     assert 0 <= batch["label"].min() and batch["label"].max() < num_classes
-  assert set(train_batch) == {"image", "label"}
+  geometry = {"crop_offset", "flip"} if augment == "cifar" else set()
+  assert set(train_batch) == {"image", "label", "index"} | geometry
+  assert train_batch["index"].dtype == np.int32
+  assert 0 <= train_batch["index"].min() and train_batch["index"].max() < NUM_MOCK_EXAMPLES
   assert eval_batch["mask"].dtype == np.bool_
 
 
@@ -95,8 +99,9 @@ def test_resumed_train_batches_equal_the_tail_of_a_run_from_step_zero():
     resumed = take(input_pipeline.train_batches(config, start_step=start_step),
                    num_batches - start_step)
     for expected, batch in zip(from_start[start_step:], resumed, strict=True):
-      np.testing.assert_array_equal(batch["image"], expected["image"])
-      np.testing.assert_array_equal(batch["label"], expected["label"])
+      assert set(batch) == set(expected)
+      for key in expected:
+        np.testing.assert_array_equal(batch[key], expected[key])
 
 
 @pytest.mark.usefixtures("mock_tfds")
@@ -115,6 +120,13 @@ def test_each_epoch_is_a_new_permutation_of_distinct_examples():
     assert len(set(order)) == STEPS_PER_EPOCH * BATCH_SIZE
   assert epoch_orders[0] != epoch_orders[1]
   assert epoch_orders[0] != list(range(STEPS_PER_EPOCH * BATCH_SIZE))
+  # Each batch names its examples by their position in the split; no augmentation is the
+  # identity crop.
+  indices = np.concatenate([batch["index"] for batch in batches]).reshape(2, -1)
+  np.testing.assert_array_equal(indices, epoch_orders)
+  for batch in batches:
+    np.testing.assert_array_equal(batch["crop_offset"], crop_flip.PAD_PIXELS)
+    assert not batch["flip"].any()
 
 
 @pytest.mark.usefixtures("mock_tfds")
@@ -132,6 +144,16 @@ def test_cifar_augmentation_is_a_padded_crop_and_flip_that_changes_each_epoch():
       assert any(np.allclose(image, crop) or np.allclose(image, crop[:, ::-1]) for crop in crops)
   num_changed = sum(not np.array_equal(a, b) for a, b in zip(images[0], images[1]))
   assert num_changed > 0.9 * len(images[0])
+  # The geometry each batch reports is the one applied: mapping the stored images with it gives
+  # the augmented images, and every offset and both flips occur.
+  for batch in batches:
+    mapped = crop_flip.to_augmented_frame(stored[batch["index"]], batch["crop_offset"],
+                                          batch["flip"])
+    np.testing.assert_allclose(mapped, batch["image"], atol=1e-6)
+  offsets = np.concatenate([batch["crop_offset"] for batch in batches])
+  assert offsets.min() == 0 and offsets.max() == 2 * crop_flip.PAD_PIXELS
+  flips = np.concatenate([batch["flip"] for batch in batches])
+  assert 0 < flips.mean() < 1
 
 
 @pytest.mark.usefixtures("mock_tfds")
@@ -225,4 +247,7 @@ def test_two_processes_read_disjoint_slices_and_together_evaluate_everything(mon
     own_slice = stored[25 * process_index:25 * (process_index + 1)].reshape(25, -1)
     for image in np.concatenate([batch["image"] for batch in epoch]):
       assert np.isclose(own_slice, image.reshape(-1)).all(axis=1).any()
+    # The index of an example is its position in the whole split, not in the process's slice.
+    for batch in epoch:
+      np.testing.assert_allclose(batch["image"], stored[batch["index"]], atol=1e-6)
   np.testing.assert_allclose(np.concatenate(evaluated), stored, atol=1e-6)

@@ -102,6 +102,8 @@ REFERENCE_SIZES = [
     ("vgg7", 10, 0.289),  # ours: 6 convs (32, 32, 64, 64, 128, 128 channels) + dense.
     ("resnet18", 1000, 11.69),  # torchvision.
     ("resnet50", 1000, 25.56),
+    ("binary_resnet20", 10, 0.27),  # ResNet-20's convs, real 1x1 downsampling shortcuts.
+    ("birealnet18", 1000, 11.69),  # Liu et al. 2018: ResNet-18's parameters.
 ]
 
 

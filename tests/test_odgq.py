@@ -26,27 +26,41 @@ def odgq_config(**overrides):
 
 
 def test_universal_update_moves_along_the_sign_of_the_batch_mean_gradient():
-  universal = jnp.zeros((1, 2, 2, 1))
+  universal = jnp.zeros((1, 1, 2, 2, 1))
   grads = jnp.array([[[[1.0], [-3.0]], [[0.5], [0.0]]],
                      [[[1.0], [1.0]], [[-2.0], [0.0]]]])  # two examples
   weights = jnp.array([[1.0, 0.0], [1.0, 0.0]])  # both chose domain 0 (global)
-  updated = bank.update_universal(universal, weights, grads, (0,), (0.01,), EPS)
-  np.testing.assert_allclose(updated[0, ..., 0], [[0.01, -0.01], [-0.01, 0.0]])
+  one_class = jnp.zeros(2, jnp.int32)
+  updated = bank.update_universal(universal, weights, grads, (0,), (0.01,), EPS, one_class)
+  np.testing.assert_allclose(updated[0, 0, ..., 0], [[0.01, -0.01], [-0.01, 0.0]])
   # A domain nobody chose keeps its perturbation.
   weights = jnp.array([[0.0, 1.0], [0.0, 1.0]])
   np.testing.assert_array_equal(
-      bank.update_universal(updated, weights, grads, (0,), (0.01,), EPS), updated)
+      bank.update_universal(updated, weights, grads, (0,), (0.01,), EPS, one_class), updated)
+
+
+def test_class_wise_universal_perturbations_step_on_their_own_class_only():
+  universal = jnp.zeros((1, 3, 1, 1, 1))  # one global domain, three classes
+  grads = jnp.array([1.0, 2.0, -5.0, 3.0]).reshape(4, 1, 1, 1)
+  labels = jnp.array([0, 0, 1, 1])
+  weights = jnp.array([[1.0], [1.0], [1.0], [0.0]])  # the last example chose another domain
+  updated = bank.update_universal(universal, weights, grads, (0,), (0.01,), EPS, labels)
+  # class 0: mean(1, 2) > 0; class 1: only the example that chose it (-5); class 2: no example.
+  np.testing.assert_allclose(updated[0, :, 0, 0, 0], [0.01, -0.01, 0.0])
+  candidates = bank.universal_candidates(updated, labels)
+  np.testing.assert_allclose(candidates[0, :, 0, 0, 0], [0.01, 0.01, -0.01, -0.01])
 
 
 def test_bank_updates_stay_in_the_eps_ball_and_the_image_box():
   key = jax.random.PRNGKey(0)
   images = jax.random.uniform(key, (4, 8, 8, 3))
-  universal = jnp.zeros((1, 8, 8, 3))
+  universal = jnp.zeros((1, 1, 8, 8, 3))
   local = jnp.zeros_like(images)
   for i in range(20):
     grads = jax.random.normal(jax.random.fold_in(key, i), images.shape)
     weights = jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2)
-    universal = bank.update_universal(universal, weights, grads, (0,), (4 / 255,), EPS)
+    universal = bank.update_universal(universal, weights, grads, (0,), (4 / 255,), EPS,
+                                      jnp.zeros(4, jnp.int32))
     local = bank.update_local(local, grads, images, EPS, EPS)
   assert float(jnp.abs(universal).max()) <= EPS + 1e-7
   assert float(jnp.abs(local).max()) <= EPS + 1e-7
@@ -122,7 +136,7 @@ def test_odgq_trains_fills_the_bank_and_compiles_once():
   assert int(state.step) == 24  # two updates per minibatch
   assert np.mean(losses[-3:]) < np.mean(losses[:3])
   universal = state.method_state["universal"]
-  assert universal.shape == (2, 8, 8, 3)
+  assert universal.shape == (2, 1, 8, 8, 3)
   assert 0 < float(jnp.abs(universal).max()) <= EPS + 1e-7
   assert train_step._cache_size() == 1  # the selected domain changed; no retracing
 
@@ -171,9 +185,8 @@ def test_bank_round_trips_through_a_checkpoint_and_the_run_continues_identically
   method = methods.create_method(config.method)
   state, _, train_step = test_train.run_method_steps(mesh, 2, config)
   checkpointer = test_train.save_checkpoint(state, tmp_path)
-  template, _ = test_train.make_state(config, mesh)
-  template = template.replace(method_state=parallel.replicate(
-      method.init_method_state((test_train.BATCH, 8, 8, 3)), mesh))
+  template, _ = test_train.make_state(config, mesh, method=method,
+                                      num_train_examples=test_train.BATCH * 2)
   restored = checkpointer.restore(template)
   for name in state.method_state:
     np.testing.assert_array_equal(restored.method_state[name], state.method_state[name])

@@ -73,6 +73,7 @@ def test_unknown_option_is_rejected(name, options):
 @pytest.mark.parametrize("name,options,message", [
     ("binary", {"ste": "tanh"}, r"ste must be one of \['identity', 'clipped', 'approx_sign'\]"),
     ("binary", {"scale": 1}, r"scale must be one of \[True, False\]"),
+    ("binary", {"learnable_threshold": 1}, r"learnable_threshold must be one of \[True, False\]"),
     ("uniform", {"bits": 4, "per_channel": "yes"}, r"per_channel must be one of \[True, False\]"),
     ("lsq", {"bits": 4, "signed": 0}, r"signed must be one of \[True, False\]"),
     ("pact", {"bits": 4, "init_alpha": 0.0}, "init_alpha must be a real number > 0"),
@@ -84,9 +85,10 @@ def test_bad_option_values_name_the_allowed_values(name, options, message):
     quant.make_quantizer(name, **options)
 
 
-@pytest.mark.parametrize("name", ["pact", "lsq"])
-def test_missing_learnable_param_is_an_error(name):
-  q = quant.make_quantizer(name, bits=4)
+@pytest.mark.parametrize("name,options", [
+    ("pact", {"bits": 4}), ("lsq", {"bits": 4}), ("binary", {"learnable_threshold": True})])
+def test_missing_learnable_param_is_an_error(name, options):
+  q = quant.make_quantizer(name, **options)
   with pytest.raises(ValueError, match="init_params"):
     q(jnp.ones((2, 3)))
   with pytest.raises(ValueError, match="init_params"):
@@ -125,6 +127,7 @@ def test_bits_properties():
     ("lsq", {"bits": 4}),
     ("lsq", {"bits": 4, "signed": True}),
     ("binary", {"scale": True}),
+    ("binary", {"learnable_threshold": True}),
 ])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_shape_and_dtype_are_kept(name, options, dtype):
@@ -132,7 +135,7 @@ def test_shape_and_dtype_are_kept(name, options, dtype):
   x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3, 5)), dtype)
   params = q.init_params(x)
   for value in params.values():
-    assert value.shape == () and value.dtype == jnp.float32
+    assert value.shape in ((), x.shape[-1:]) and value.dtype == jnp.float32
   y = q(x, params)
   assert y.shape == x.shape and y.dtype == x.dtype
   grads = jax.jit(jax.grad(lambda x, p: jnp.sum(q(x, p).astype(jnp.float32)), argnums=(0, 1)))(
@@ -408,6 +411,30 @@ def test_binary_scaled_gradient_includes_the_scale(transform, ste):
   expected = (cotangent * scales * derivative
               + signs / w.shape[0] * np.sum(cotangent * signs, axis=0))
   chex.assert_trees_all_close(grad, expected, atol=1e-6)
+
+
+def test_binary_learnable_threshold_is_rsign():
+  # ReActNet's RSign: sign(x - t_c) with one learnable threshold per channel (last axis), zero at
+  # initialisation (the plain sign).
+  q = quant.make_quantizer("binary", ste="approx_sign", learnable_threshold=True)
+  x = jnp.array([[-0.2, 0.1, 0.6], [0.3, -0.4, 0.9]])
+  params = q.init_params(x)
+  chex.assert_trees_all_equal(params["threshold"], jnp.zeros(3))
+  chex.assert_trees_all_equal(q(x, params), quant.make_quantizer("binary")(x))
+  threshold = jnp.array([-0.3, 0.2, 0.7])
+  chex.assert_trees_all_equal(q(x, {"threshold": threshold}),
+                              jnp.array([[1.0, -1.0, -1.0], [1.0, -1.0, 1.0]]))
+
+
+def test_binary_threshold_gradient_is_minus_the_summed_ste(transform):
+  q = quant.make_quantizer("binary", ste="approx_sign", learnable_threshold=True)
+  x = jnp.array([[-0.2, 0.1, 0.6], [0.3, -0.4, 0.9], [1.5, 0.0, -0.1]])
+  threshold = jnp.array([-0.3, 0.2, 0.7])
+  cotangent, (grad_x, grad_params) = _vjp(q, transform, x, {"threshold": threshold})
+  shifted = np.asarray(x - threshold)
+  expected_x = cotangent * np.maximum(2 - 2 * np.abs(shifted), 0)
+  chex.assert_trees_all_close(grad_x, expected_x, atol=1e-6)
+  chex.assert_trees_all_close(grad_params["threshold"], -expected_x.sum(axis=0), atol=1e-6)
 
 
 def test_lsq_step_pushed_below_zero_does_not_kill_the_layer():

@@ -1,17 +1,23 @@
 """The train state, optimizer, compiled steps and checkpoints, on a tiny model and synthetic
 data."""
+import copy
 import os
+import re
+import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import default as default_config
+from configs import smoke
 from odgq_jax import checkpointing
 from odgq_jax import methods
 from odgq_jax import models
 from odgq_jax import parallel
 from odgq_jax import train
+from tests import offline_data
 
 BATCH = 16
 
@@ -40,12 +46,19 @@ def synthetic_batches(num_batches, seed=0):
   return out
 
 
-def make_state(config, mesh, steps_per_epoch=40):
-  model = models.create_model_from_config(config.model, num_classes=4)
+def make_state(config, mesh, steps_per_epoch=40, method=None, num_train_examples=None):
+  """The initial train state; with `method`, its state is laid out as the training loop does."""
+  model = models.create_model_for_run(config, num_classes=4)
   lr_fn = train.create_learning_rate_fn(config, steps_per_epoch)
   tx = train.create_optimizer(config, lr_fn)
   sample = parallel.make_global_batch(synthetic_batches(1)[0], mesh)["image"]
-  state = train.create_train_state(jax.random.PRNGKey(0), model, tx, sample, mesh)
+  method_state = method_state_sharding = None
+  if method is not None:
+    method_state = method.init_method_state(sample.shape, num_classes=4,
+                                            num_train_examples=num_train_examples)
+    method_state_sharding = method.method_state_sharding(method_state, mesh)
+  state = train.create_train_state(jax.random.PRNGKey(0), model, tx, sample, mesh, method_state,
+                                   method_state_sharding)
   return state, lr_fn
 
 
@@ -63,9 +76,7 @@ def run_steps(mesh, num_steps, config=None):
 def run_method_steps(mesh, num_batches, config):
   """Trains with `config.method` on synthetic batches: (state, losses, jitted train step)."""
   method = methods.create_method_for_run(config)
-  model_state, lr_fn = make_state(config, mesh)
-  state = model_state.replace(method_state=parallel.replicate(
-      method.init_method_state((BATCH, 8, 8, 3)), mesh))
+  state, lr_fn = make_state(config, mesh, method=method, num_train_examples=BATCH * num_batches)
   train_step, _ = train.compile_steps(mesh, method, lr_fn)
   losses = []
   for batch in synthetic_batches(num_batches):
@@ -173,6 +184,27 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     checkpointing.Checkpointer(str(tmp_path), keep=2).restore(fresh)
 
 
+def test_the_best_checkpoint_is_the_one_with_the_highest_eval_accuracy(tmp_path):
+  state, _ = make_state(tiny_config(), parallel.create_mesh(jax.devices()[:1]))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=1)
+  # Step 3 is saved between evaluations; the best is neither the latest nor the last evaluated.
+  for step, accuracy in [(1, 0.3), (2, 0.8), (3, None), (4, 0.5), (5, 0.6)]:
+    checkpointer.save(state.replace(step=jnp.asarray(step, state.step.dtype)), accuracy)
+    checkpointer.wait_until_finished()
+  assert checkpointer.best_step() == 2
+  assert sorted(int(d) for d in os.listdir(checkpointer.directory)) == [2, 5]  # best and latest
+  checkpointer.close()
+  # Known again when the run resumes (or a classifier is loaded), and still ranked.
+  resumed = checkpointing.Checkpointer(str(tmp_path), keep=1)
+  resumed.save(state.replace(step=jnp.asarray(6, state.step.dtype)), 0.7)
+  resumed.wait_until_finished()
+  assert resumed.best_step() == 2
+  assert int(resumed.restore(state, step=resumed.best_step()).step) == 2
+  resumed.save(state.replace(step=jnp.asarray(7, state.step.dtype)), 0.9)
+  resumed.wait_until_finished()
+  assert resumed.best_step() == 7
+
+
 def test_missing_step_is_a_clear_error(tmp_path):
   state, _ = make_state(tiny_config(), parallel.create_mesh(jax.devices()[:1]))
   with pytest.raises(checkpointing.CheckpointError, match="no checkpoint for step 7"):
@@ -187,3 +219,85 @@ def test_resuming_with_a_different_config_is_an_error(tmp_path):
   config.learning_rate = 0.3
   with pytest.raises(checkpointing.CheckpointError, match="learning_rate"):
     checkpointing.save_or_check_config(config, str(tmp_path))
+
+
+# Resuming through `train_and_evaluate`, on the offline CIFAR-10 copy.
+
+
+def smoke_replay_config():
+  """Free-AT (2 replays) on 256 images: 4 updates in 2 minibatches, a checkpoint after each."""
+  config = smoke.get_config()
+  config.train_split = "train[:256]"
+  config.num_epochs = 1
+  config.checkpoint_every_steps = 1
+  config.method = methods.method_config("free_at", replays=2)
+  return config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """(config, workdir) of a finished `smoke_replay_config` run, checkpoints at steps 2 and 4."""
+  workdir = tmp_path_factory.mktemp("finished_run")
+  config = smoke_replay_config()
+  train.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+  return config, workdir
+
+
+def copy_of_run(finished_run, tmp_path):
+  config, workdir = finished_run
+  copy_dir = tmp_path / "run"
+  shutil.copytree(workdir, copy_dir)
+  return copy.deepcopy(config), copy_dir
+
+
+def overwrite_files(directory):
+  for root, _, files in os.walk(directory):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+
+
+def corrupt_latest_state(checkpoints):
+  overwrite_files(checkpoints / "4" / "default")
+
+
+def corrupt_latest_metrics(checkpoints):
+  overwrite_files(checkpoints / "4" / "metrics")
+
+
+def interrupt_first_save(checkpoints):
+  """What a kill during the first save leaves: its temporary directory only."""
+  shutil.rmtree(checkpoints / "4")
+  os.rename(checkpoints / "2", checkpoints / f"2{checkpointing.TMP_MARKER}-1700000000")
+
+
+@offline_data.requires_offline_cifar10
+@pytest.mark.parametrize("damage,message", [
+    (corrupt_latest_state, r"checkpoint \S+/checkpoints/4 cannot be restored"),
+    (corrupt_latest_metrics, r"checkpoints in \S+/checkpoints cannot be restored"),
+    (interrupt_first_save, "holds only incomplete checkpoints"),
+])
+def test_resuming_from_a_damaged_checkpoint_is_an_error(finished_run, tmp_path, damage,
+                                                        message):
+  config, workdir = copy_of_run(finished_run, tmp_path)
+  damage(workdir / "checkpoints")
+  left = sorted(os.listdir(workdir / "checkpoints"))
+  with pytest.raises(checkpointing.CheckpointError, match=message):
+    train.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / "checkpoints")) == left  # no silent restart
+
+
+@offline_data.requires_offline_cifar10
+@pytest.mark.parametrize("change,key", [
+    (lambda config: config.model.weight_quantizer.update(bits=2), "model.weight_quantizer.bits"),
+    (lambda config: config.method.update(replays=4), "method.replays"),
+    (lambda config: setattr(config, "method", methods.method_config("natural")), "method.name"),
+])
+def test_resuming_with_a_changed_nested_config_key_is_an_error(finished_run, tmp_path, change,
+                                                              key):
+  config, workdir = copy_of_run(finished_run, tmp_path)
+  change(config)
+  with pytest.raises(checkpointing.CheckpointError, match=re.escape(key) + ": saved"):
+    train.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]

@@ -1,4 +1,5 @@
-"""Adversarial attacks for the evaluation protocol (`EVALUATION.md`), as pure batched functions.
+"""Adversarial attacks for the evaluation protocol (`docs/evaluation.md`), as pure batched
+functions.
 
 Every attack is `attack(logits_fn, images, labels, key, settings) -> adversarial_images`:
 `logits_fn` maps float32 images [N, H, W, C] in [0, 1] to logits [N, K] (the model in eval mode),

@@ -1,13 +1,15 @@
 """Gradient attacks: FGSM, PGD (with CW-inf and PGD++ as options), MIM and DI-MI-FGSM.
 
-All of them are one loop, `_iterative_attack`: from x_0 (the image, or a random point of the
-ball), for t = 0 .. T - 1,
+All of them are one loop, `projected_gradient_ascent`: from x_0 (the image, or a random point of
+the ball), for t = 0 .. T - 1,
   g_t     = grad_x loss(logits_fn(D_t(x_t)), y)            D_t = identity or input diversity,
   m_{t+1} = mu * m_t + g_t / ||g_t||_1                      (m_0 = 0),
   x_{t+1} = P(x_t + alpha * u(m_{t+1})),
 with u(m) = sign(m) for L-inf and m / ||m||_2 for L2, and P the projection onto the eps-ball
 intersected with [0, 1]. Norms are per example. With mu = 0 the direction is that of g_t, so
-this is PGD; with mu > 0 it is MIM.
+this is PGD; with mu > 0 it is MIM. The adversarial-training methods craft their training inputs
+with the same loop (`methods.adversarial.sign_gradient_ascent`: L-inf, mu = 0, their own
+objective).
 
 | attack     | x_0    | alpha     | mu  | loss; D_t                     | paper                  |
 |------------|--------|-----------|-----|-------------------------------|------------------------|
@@ -30,12 +32,13 @@ forward on the clean images.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from odgq_jax.attacks.diversity import input_diversity
-from odgq_jax.attacks.losses import LOSSES, LogitsFn, check_loss_name, loss_and_input_gradient
+from odgq_jax.attacks.losses import LOSSES, LogitsFn, check_loss_name
 from odgq_jax.attacks.projection import (DEFAULT_EPS, NORM_FLOOR, per_example, per_example_norm,
                                          project_l2, project_linf, random_l2_start,
                                          random_linf_start)
@@ -169,18 +172,35 @@ def temperature_scaled(logits_fn: LogitsFn, images: jax.Array, temperature: floa
   return lambda x: logits_fn(x) * beta[:, None]
 
 
-def _iterative_attack(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array,
-                      key: jax.Array, *, eps: float, step_size: float, num_steps: int,
-                      num_restarts: int, norm: str, loss: str, random_start: bool,
-                      decay: float, diversity_probability: float, resize_factor: float,
-                      track_every_step: bool) -> jax.Array:
-  """The loop of the module docstring; arguments as in the settings classes."""
-  loss_fn = LOSSES[loss]
-  project, random_start_fn = NORMS[norm]
+def projected_gradient_ascent(
+    objective: Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]], images: jax.Array,
+    start: jax.Array, *, eps: float | jax.Array, step_size: float, num_steps: int,
+    norm: str = "linf", decay: float = 0.0,
+    track: Callable[[jax.Array, jax.Array, Any, Any], Any] | None = None, tracked: Any = None,
+    unroll: bool = False) -> tuple[jax.Array, Any]:
+  """The loop of the module docstring: x_T from x_0 = `start`, and what `track` kept on the way.
 
-  def evaluate(adv):
-    logits = logits_fn(adv)
-    return loss_fn(logits, labels), logits
+  Args:
+    objective: (t, x_t) -> (J(x_t), aux): the scalar whose gradient in x_t is g_t (a sum over the
+      batch of per-example terms, so that g_t[n] is example n's gradient), and anything the
+      forward pass computed that `track` needs.
+    images: the centres of the balls x [N, ...], in [0, 1].
+    start: x_0, the shape of `images`, taken as it is (not projected).
+    eps: the radius.
+    step_size: alpha.
+    num_steps: T.
+    norm: "linf" or "l2", the ball and the step direction u.
+    decay: mu (0: PGD).
+    track: (t, x_t, aux, tracked) -> tracked, called on each iterate x_0 .. x_{T-1} with the aux
+      of its gradient's forward pass (the attacks keep their best candidate this way), or None.
+    tracked: the initial value `track` updates.
+    unroll: trace the T steps as straight-line code (adversarial training's few crafting steps)
+      instead of a loop (the attacks' up to a hundred).
+
+  Returns:
+    x_T, and the final `tracked`.
+  """
+  project = NORMS[norm][0]
 
   def ascent_direction(momentum):
     if norm == "linf":
@@ -188,32 +208,57 @@ def _iterative_attack(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array,
     return momentum / per_example(
         jnp.maximum(per_example_norm(momentum, order=2), NORM_FLOOR), momentum)
 
+  def step(t, carry):
+    adv, momentum, tracked = carry
+    gradient, aux = jax.grad(objective, argnums=1, has_aux=True)(t, adv)
+    if track is not None:
+      tracked = track(t, adv, aux, tracked)
+    gradient_l1 = jnp.maximum(per_example_norm(gradient, order=1), NORM_FLOOR)
+    momentum = decay * momentum + gradient / per_example(gradient_l1, gradient)
+    adv = project(adv + step_size * ascent_direction(momentum), images, eps)
+    return adv, momentum, tracked
+
+  final, _, tracked = jax.lax.fori_loop(
+      0, num_steps, step, (start, jnp.zeros_like(images), tracked), unroll=unroll)
+  return final, tracked
+
+
+def _iterative_attack(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array,
+                      key: jax.Array, *, eps: float, step_size: float, num_steps: int,
+                      num_restarts: int, norm: str, loss: str, random_start: bool,
+                      decay: float, diversity_probability: float, resize_factor: float,
+                      track_every_step: bool) -> jax.Array:
+  """`projected_gradient_ascent` with restarts and the choice of `selection`; arguments as in the
+  settings classes."""
+  loss_fn = LOSSES[loss]
+  random_start_fn = NORMS[norm][1]
+
+  def evaluate(adv):
+    logits = logits_fn(adv)
+    return loss_fn(logits, labels), logits
+
   def iterate(restart_key, incumbent):
     """Runs T steps from a start drawn with `restart_key`: (x_T, incumbent)."""
     start_key, diversity_key = jax.random.split(restart_key)
     start = random_start_fn(start_key, images, eps) if random_start else images
 
-    def step(t, carry):
-      adv, momentum, incumbent = carry
+    def objective(t, adv):
       if diversity_probability > 0:
-        step_key = jax.random.fold_in(diversity_key, t)
-        gradient_logits_fn = lambda x: logits_fn(
-            input_diversity(step_key, x, diversity_probability, resize_factor))
-      else:
-        gradient_logits_fn = logits_fn
-      losses, logits, gradient = loss_and_input_gradient(gradient_logits_fn, loss_fn, adv, labels)
-      if track_every_step:
-        if diversity_probability > 0:
-          losses, logits = evaluate(adv)
-        incumbent = keep_better(incumbent, adv, losses, logits, labels)
-      gradient_l1 = jnp.maximum(per_example_norm(gradient, order=1), NORM_FLOOR)
-      momentum = decay * momentum + gradient / per_example(gradient_l1, gradient)
-      adv = project(adv + step_size * ascent_direction(momentum), images, eps)
-      return adv, momentum, incumbent
+        adv = input_diversity(jax.random.fold_in(diversity_key, t), adv, diversity_probability,
+                              resize_factor)
+      losses, logits = evaluate(adv)
+      return jnp.sum(losses), (losses, logits)
 
-    final, _, incumbent = jax.lax.fori_loop(
-        0, num_steps, step, (start, jnp.zeros_like(images), incumbent))
-    return final, incumbent
+    def track(t, adv, aux, incumbent):
+      del t
+      # With input diversity the gradient's forward pass saw a transformed image; candidates are
+      # judged untransformed.
+      losses, logits = evaluate(adv) if diversity_probability > 0 else aux
+      return keep_better(incumbent, adv, losses, logits, labels)
+
+    return projected_gradient_ascent(
+        objective, images, start, eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
+        decay=decay, track=track if track_every_step else None, tracked=incumbent)
 
   if num_restarts == 1 and not track_every_step:
     return iterate(jax.random.fold_in(key, 0), no_incumbent(images))[0]

@@ -1,4 +1,4 @@
-"""Per-example attack losses on logits, and the loss with its input gradient.
+"""Per-example losses on logits, and the loss with its input gradient.
 
 Every loss maps logits z [N, K] and labels y [N] to per-example values [N] that an untargeted
 attack maximises, except `true_class_margin`, the score Square minimises. With
@@ -10,6 +10,9 @@ m = z_y - max_{j != y} z_j (the true class margin; m < 0 iff the example is misc
 | "cw"  | -m = max_{j != y} z_j - z_y                   | Carlini & Wagner 2017       |
 | "dlr" | -m / (z_pi1 - z_pi3 + 1e-12), z_pi sorted     | Croce & Hein 2020           |
 |       |   decreasingly                                |                             |
+
+The cross-entropy is also the task loss of every training method (`methods.base.gradient_update`),
+there with optional label smoothing.
 """
 from __future__ import annotations
 
@@ -26,9 +29,24 @@ LogitsFn = Callable[[jax.Array], jax.Array]
 DLR_DENOMINATOR_FLOOR = 1e-12
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Cross-entropy -log softmax(z)_y, per example: [N]."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Cross-entropy -sum_c t_c log softmax(z)_c against t = (1 - s) onehot(y) + s / K, per example: [N].
+
+  With s = 0 (attacks, and training without label smoothing) this is -log softmax(z)_y.
+  Label smoothing: Szegedy et al. 2016, "Rethinking the Inception architecture for computer
+  vision".
+
+  Args:
+    logits: z [N, K].
+    labels: int labels y [N].
+    label_smoothing: s in [0, 1), a Python number (it selects the formula at trace time).
+  """
+  if label_smoothing == 0:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  num_classes = logits.shape[-1]
+  targets = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
+  targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+  return -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
 
 
 def true_class_margin(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -2,7 +2,12 @@
 
 Every process reads its own slice of a split (`tfds.split_for_jax_process`) and yields its share of
 the global batch: `image` float32 [B, H, W, C] in [0, 1] and `label` int32 [B]; eval batches also
-carry `mask` bool [B], False on padding.
+carry `mask` bool [B], False on padding. Train batches also carry `index` int32 [B], each example's
+position in `config.train_split` (the same on any number of processes), and, under the "cifar" and
+"none" augmentations, the geometry applied to each image: `crop_offset` int32 [B, 2] (top, left of
+the crop in the image zero-padded by `crop_flip.PAD_PIXELS`; (4, 4) without augmentation) and `flip`
+bool [B], so that per-example state kept in the stored image's frame can follow the image
+(`crop_flip.py`; ODG-Q's memory domain).
 
 Training data is a pure function of (`config.seed`, step). Epoch e is the split shuffled with a seed
 derived from (seed, process, e); example i of that order is augmented with stateless random ops
@@ -44,12 +49,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from odgq_jax.data import crop_flip
+
 # JAX owns the accelerators: TensorFlow runs only the input pipeline, on the CPU.
 tf.config.set_visible_devices([], "GPU")
 
 AUGMENTATIONS = ("cifar", "imagenet", "none")
 
-CIFAR_PAD_PIXELS = 4
+CIFAR_PAD_PIXELS = crop_flip.PAD_PIXELS
 CROP_AREA_RANGE = (0.08, 1.0)
 CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 EVAL_CENTRE_CROP_FRACTION = 0.875
@@ -106,7 +113,8 @@ def train_batches(config: ml_collections.ConfigDict, *,
         f"fewer than its batch of {local_batch_size} (batch_size={config.batch_size})")
   start_epoch, start_step_in_epoch = divmod(start_step, num_steps_per_epoch)
 
-  examples = _read_images_and_labels(builder, process_split)
+  examples = _with_split_positions(_read_images_and_labels(builder, process_split),
+                                  _process_offset(config, builder))
   if config.cache:
     examples = examples.cache()
   augment = _train_augmentation(config)
@@ -120,9 +128,10 @@ def train_batches(config: ml_collections.ConfigDict, *,
         config.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
     num_skipped = tf.cast(epoch == start_epoch, tf.int64) * start_step_in_epoch * local_batch_size
 
-    def augment_example(index: tf.Tensor, example: Example) -> Example:
-      example_key = tf.random.experimental.stateless_fold_in(epoch_key, index)
-      return {"image": augment(example["image"], example_key), "label": example["label"]}
+    def augment_example(position: tf.Tensor, example: Example) -> Example:
+      example_key = tf.random.experimental.stateless_fold_in(epoch_key, position)
+      return {**augment(example["image"], example_key), "label": example["label"],
+              "index": example["index"]}
 
     # The batch reads the epoch to its end, so the cache is complete after the first epoch.
     return (shuffled.enumerate()
@@ -221,6 +230,19 @@ def _read_images_and_labels(builder: tfds.core.DatasetBuilder, split) -> tf.data
       num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def _process_offset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> int:
+  """Position in config.train_split of this process's first example: the sizes of the equal
+  slices (`tfds.split_for_jax_process`, remainder dropped) of the processes before it."""
+  slices = tfds.even_splits(config.train_split, n=jax.process_count(), drop_remainder=True)
+  return sum(builder.info.splits[s].num_examples for s in slices[:jax.process_index()])
+
+
+def _with_split_positions(examples: tf.data.Dataset, offset: int) -> tf.data.Dataset:
+  """Adds `index`: each example's position in the split (offset + its position in the slice)."""
+  return examples.enumerate(start=offset).map(
+      lambda position, example: {**example, "index": tf.cast(position, tf.int32)})
+
+
 def _with_pipeline_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
   """Deterministic element order; tf.data confined to DATA_THREADS threads."""
   options = tf.data.Options()
@@ -241,13 +263,16 @@ def _to_unit_float(image: tf.Tensor) -> tf.Tensor:
 
 
 def _train_augmentation(
-    config: ml_collections.ConfigDict) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-  """`(image, key) -> image`: the random train augmentation named by config.augment."""
+    config: ml_collections.ConfigDict) -> Callable[[tf.Tensor, tf.Tensor], Example]:
+  """`(image, key) -> {"image", ...}`: the random train augmentation named by config.augment,
+  with the crop geometry where the stored frame maps into the augmented one ("cifar", "none")."""
   if config.augment == "cifar":
     return _pad_crop_flip
   if config.augment == "imagenet":
-    return lambda image, key: _random_resized_crop_flip(image, key, config.image_size)
-  return lambda image, key: image
+    return lambda image, key: {"image": _random_resized_crop_flip(image, key, config.image_size)}
+  identity_offset = tf.constant([CIFAR_PAD_PIXELS, CIFAR_PAD_PIXELS], tf.int32)
+  return lambda image, key: {"image": image, "crop_offset": identity_offset,
+                             "flip": tf.constant(False)}
 
 
 def _eval_preprocessing(config: ml_collections.ConfigDict) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -257,12 +282,24 @@ def _eval_preprocessing(config: ml_collections.ConfigDict) -> Callable[[tf.Tenso
   return lambda image: image
 
 
-def _pad_crop_flip(image: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
-  """The CIFAR augmentation, in uint8: zero-pad 4 pixels, random crop to the input size, flip."""
+def _pad_crop_flip(image: tf.Tensor, key: tf.Tensor) -> Example:
+  """The CIFAR augmentation, in uint8: zero-pad 4 pixels, random crop to the input size, flip.
+
+  The offset and the flip are drawn exactly as `tf.image.stateless_random_crop` and
+  `tf.image.stateless_random_flip_left_right` draw them from the same keys (the same images), and
+  returned with the image as `crop_offset` (top, left) and `flip`.
+  """
   crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
   padding = [[CIFAR_PAD_PIXELS, CIFAR_PAD_PIXELS], [CIFAR_PAD_PIXELS, CIFAR_PAD_PIXELS], [0, 0]]
-  cropped = tf.image.stateless_random_crop(tf.pad(image, padding), image.shape, seed=crop_key)
-  return tf.image.stateless_random_flip_left_right(cropped, seed=flip_key)
+  padded = tf.pad(image, padding)
+  size = tf.shape(image)
+  limit = tf.shape(padded) - size + 1
+  offset = tf.random.stateless_uniform(
+      [3], seed=crop_key, maxval=tf.int32.max, dtype=tf.int32) % limit
+  cropped = tf.slice(padded, offset, size)
+  flip = tf.random.stateless_uniform([], seed=flip_key, minval=0, maxval=1.0) < 0.5
+  flipped = tf.cond(flip, lambda: tf.reverse(cropped, [1]), lambda: cropped)
+  return {"image": flipped, "crop_offset": offset[:2], "flip": flip}
 
 
 def _random_resized_crop_flip(image: tf.Tensor, key: tf.Tensor, size: int) -> tf.Tensor:

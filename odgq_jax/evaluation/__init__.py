@@ -1,4 +1,4 @@
-"""Robustness evaluation (shared/EVALUATION.md): protocols, the attack runner, sanity checks and
+"""Robustness evaluation (docs/evaluation.md): protocols, the attack runner, sanity checks and
 reports."""
 from odgq_jax.evaluation.protocol import PROTOCOLS, Protocol
 from odgq_jax.evaluation.report import write_report

@@ -1,4 +1,4 @@
-"""The evaluation protocols of shared/EVALUATION.md: which attacks, on how many examples, with
+"""The evaluation protocols of docs/evaluation.md: which attacks, on how many examples, with
 what budget.
 
 Ten attacks, five white-box and five black-box, at the threat model's eps (CIFAR-10: 8/255):

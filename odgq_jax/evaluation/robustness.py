@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from odgq_jax import attacks
+from odgq_jax.attacks.losses import LogitsFn
 from odgq_jax.evaluation import protocol as protocol_lib
 
-LogitsFn = Callable[[jax.Array], jax.Array]
 Progress = Callable[[str], None]
 
-# Tolerances of the sanity checks (shared/EVALUATION.md).
+# Tolerances of the sanity checks (docs/evaluation.md).
 MORE_STEPS_TOLERANCE = 0.01
 BLACK_BOX_TOLERANCE = 0.02
 LARGE_EPS_MAX_ACCURACY = 0.05
@@ -101,7 +101,7 @@ def _check(passed: bool, detail: str) -> dict:
 
 def sanity_checks(accuracy: Mapping[str, float | None], large_eps_accuracy: float,
                   zero_rate: float) -> dict[str, dict]:
-  """The checks of shared/EVALUATION.md that must pass before a number is reported."""
+  """The checks of docs/evaluation.md that must pass before a number is reported."""
   checks = {
       "iterative_beats_single_step": _check(
           accuracy["pgd20"] <= accuracy["fgsm"],
@@ -161,8 +161,8 @@ def evaluate_robustness(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndar
   both clean and under the attack.
 
   Returns:
-    The report (its schema: README, "Evaluation"): protocol, num_examples, eps, clean, attacks,
-    skipped, worst_case, sanity, verdict, zero_gradient_rate, robust_vs_eps, seconds.
+    The report (its schema: docs/evaluation.md, "The report"): protocol, num_examples, eps, clean,
+    attacks, skipped, worst_case, sanity, verdict, zero_gradient_rate, robust_vs_eps, seconds.
 
   Raises:
     ValueError: `attack_subset` names an unknown attack or is empty.

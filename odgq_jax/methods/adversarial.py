@@ -18,14 +18,9 @@ treats it as data.
 
 f is the network in train mode with the current parameters (batch statistics, running statistics
 untouched; `base.train_mode_logits_fn`), as in Wong et al.'s FGSM-RS code and the usual PyTorch
-PGD-AT code.
-Crafting costs K forward+backward passes (input gradients only). K is small and static, and the
-loop is a Python loop, unrolled when traced. That was chosen for speed: until `conv2d`'s CPU input
-gradient was written out as a plain convolution (`odgq_jax/models/conv.py`), XLA:CPU ran
-convolution gradients inside loops several times more slowly (PGD-10-AT: 18.5x natural in wall
-time rolled, 8.1x unrolled; FGSM-RS in a one-trip `fori_loop(..., unroll=True)`: 4.25x, against
-1.56x in a Python loop). `benchmarks/xla_cpu_control_flow.py` now shows the gap closed; the loops
-were left as they are.
+PGD-AT code. The loop is the attacks' (`attacks.gradient.projected_gradient_ascent` with mu = 0),
+traced as straight-line code since K is small and static; crafting costs K forward+backward
+passes (input gradients only).
 
 Replays. Free-AT replays each minibatch m times, one optimizer update per replay, in a loop unrolled
 the same way (`replay_minibatch`), as ODG-Q does.
@@ -37,7 +32,9 @@ from typing import Any, Callable, TypeVar
 import jax
 import jax.numpy as jnp
 
+from odgq_jax.attacks import gradient
 from odgq_jax.attacks import projection
+from odgq_jax.attacks.losses import LogitsFn
 from odgq_jax.methods import base
 from odgq_jax.train_state import TrainState
 
@@ -61,17 +58,14 @@ def sign_gradient_ascent(objective: Callable[[jax.Array], jax.Array], images: ja
   Returns:
     x_K, in the eps-ball around `images` and in [0, 1], without gradient.
   """
-
-  adversarial = projection.project_linf(start, images, eps)
-  for _ in range(num_steps):  # unrolled at trace time, see the module doc
-    gradient = jax.grad(objective)(adversarial)
-    adversarial = projection.project_linf(adversarial + step_size * jnp.sign(gradient), images, eps)
+  adversarial, _ = gradient.projected_gradient_ascent(
+      lambda _, x: (objective(x), None), images, projection.project_linf(start, images, eps),
+      eps=eps, step_size=step_size, num_steps=num_steps, unroll=True)
   return jax.lax.stop_gradient(adversarial)
 
 
-def pgd_examples(logits_fn: Callable[[jax.Array], jax.Array], images: jax.Array,
-                 labels: jax.Array, key: jax.Array, *, eps: float, step_size: float,
-                 num_steps: int) -> jax.Array:
+def pgd_examples(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Array, *,
+                 eps: float, step_size: float, num_steps: int) -> jax.Array:
   """PGD on sum_n CE(f(x_n), y_n) from a uniform random start in the ball (PGD-AT, FGSM-RS).
 
   Args:

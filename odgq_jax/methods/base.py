@@ -5,7 +5,9 @@ network trains on (natural, adversarial, drawn from a perturbation bank), with w
 many optimizer updates it makes (free adversarial training and ODG-Q's local domains replay the
 minibatch m times). Its options are the fields of a frozen dataclass, built from `config.method`;
 any state it carries from step to step (ODG-Q's perturbation bank, Free-AT's perturbation) lives in
-`TrainState.method_state`, so it is checkpointed and resumed with the run.
+`TrainState.method_state`, so it is checkpointed and resumed with the run; state kept per example of
+the batch is laid out with the batch over the device mesh (`per_example_state`), the rest
+replicated.
 
 All methods run inside the one `jax.jit`-compiled train step over the device mesh: no host round
 trip, and Python control flow only on static options (attack iterations and replays are Python
@@ -18,8 +20,10 @@ import dataclasses
 from typing import Any, Callable, ClassVar, NamedTuple
 
 import jax
-import jax.numpy as jnp
+from jax.sharding import Mesh
 
+from odgq_jax import parallel
+from odgq_jax.attacks.losses import LogitsFn, cross_entropy
 from odgq_jax.train_state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -31,14 +35,6 @@ class StepOutput(NamedTuple):
   logits: jax.Array
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example cross-entropy -sum_c y_c log softmax(z)_c, with y = (1 - s) onehot + s / C: [N]."""
-  num_classes = logits.shape[-1]
-  targets = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
-  targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
-  return -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
-
-
 def apply_train_mode(state: TrainState, params: Any, batch_stats: Any,
                      images: jax.Array) -> tuple[jax.Array, Any]:
   """Logits in train mode (batch statistics) and the updated BatchNorm running statistics."""
@@ -47,7 +43,7 @@ def apply_train_mode(state: TrainState, params: Any, batch_stats: Any,
   return logits, updates["batch_stats"]
 
 
-def train_mode_logits_fn(state: TrainState) -> Callable[[jax.Array], jax.Array]:
+def train_mode_logits_fn(state: TrainState) -> LogitsFn:
   """images -> logits with the current parameters in train mode, running statistics untouched.
 
   This is the network an attack sees while crafting training examples (as in PyTorch adversarial
@@ -96,10 +92,41 @@ class TrainingMethod(abc.ABC):
     """Optimizer updates made on each minibatch (m replays; 1 for most methods)."""
     return 1
 
-  def init_method_state(self, batch_image_shape: tuple[int, ...]) -> Any:
-    """The method's initial state, given the global batch's image shape [N, H, W, C]."""
-    del batch_image_shape
+  def init_method_state(self, batch_image_shape: tuple[int, ...], *, num_classes: int,
+                        num_train_examples: int) -> Any:
+    """The method's initial state, given the global batch's image shape [N, H, W, C], the number
+    of classes and the number of examples in the training split."""
+    del batch_image_shape, num_classes, num_train_examples
     return {}
+
+  @property
+  def per_example_state(self) -> tuple[str, ...]:
+    """Keys of the method state whose arrays hold one row per example of the global batch.
+
+    Such an array ([N, ...], N the global batch, row n belonging to the n-th example of the
+    current minibatch, e.g. Free-AT's carried perturbation) is laid out like the batch, split over
+    the mesh's `data` axis, so that each device keeps only its own examples' rows. Every other
+    entry is replicated, among them tables indexed by something other than the position in the
+    batch (a per-class or per-training-example table: any device may read any of its rows).
+    None here.
+    """
+    return ()
+
+  def method_state_sharding(self, method_state: dict[str, Any], mesh: Mesh) -> dict[str, Any]:
+    """The sharding of each leaf of `method_state` on `mesh`, in its structure: the entries named
+    by `per_example_state` split along their leading axis over `data`, the rest replicated.
+
+    Raises:
+      ValueError: a key of `per_example_state` is not in `method_state`.
+    """
+    missing = [key for key in self.per_example_state if key not in method_state]
+    if missing:
+      raise ValueError(f"{type(self).__name__}.per_example_state names {missing}, which the "
+                       f"method state (keys {sorted(method_state)}) does not have")
+    batch, replicated = parallel.batch_sharding(mesh), parallel.replicated_sharding(mesh)
+    return {key: jax.tree.map(lambda _: batch if key in self.per_example_state else replicated,
+                              value)
+            for key, value in method_state.items()}
 
   def state_summary(self, method_state: Any) -> dict[str, float]:
     """Scalars of the method's state that the training log shows beside the loss (none here)."""

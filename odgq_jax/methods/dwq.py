@@ -15,7 +15,7 @@ f_b itself.
 
 Random precision inference (RPI) answers each query at a random precision; `load_classifier`
 evaluates the expectation of that prediction exactly, log((1/P) sum_b softmax(f_b(x))), which is the
-EOT model of shared/EVALUATION.md with every draw enumerated.
+EOT model of docs/evaluation.md with every draw enumerated.
 
 The draw is `lax.switch` over the P precisions: one compiled step holds P branches (P times the
 compilation of FGSM-RS) and runs one of them, so a step costs what an FGSM-RS step at that precision

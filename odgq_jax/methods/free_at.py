@@ -10,9 +10,9 @@ P keeping ||delta||_inf <= eps and x0 + delta in [0, 1], alpha = eps. The step s
 perturbation trained on, x - x0: a delta carried over from the previous minibatch is first clipped
 to the new images' box (the authors' code steps from the unclipped delta; the two differ only where
 x0 + delta left [0, 1]). The perturbation delta (the global batch's image shape) lives in
-`TrainState.method_state`: it is carried over the replays and on to the next minibatch, as in the
-authors' implementation, so the adversary keeps strengthening across the whole run at no extra
-cost.
+`TrainState.method_state`, laid out like the batch (each device holds its own examples' rows): it is
+carried over the replays and on to the next minibatch, as in the authors' implementation, so the
+adversary keeps strengthening across the whole run at no extra cost.
 
 A minibatch makes m optimizer updates, so the training loop reads 1/m as many minibatches for the
 same number of updates (`updates_per_batch`): "num_epochs" counts epochs of updates, and the run
@@ -54,7 +54,12 @@ class FreeAT(base.TrainingMethod):
   def updates_per_batch(self) -> int:
     return self.replays
 
-  def init_method_state(self, batch_image_shape):
+  @property
+  def per_example_state(self):
+    return ("delta",)
+
+  def init_method_state(self, batch_image_shape, *, num_classes, num_train_examples):
+    del num_classes, num_train_examples
     return {"delta": jnp.zeros(batch_image_shape, jnp.float32)}
 
   def update(self, state, batch, rng):

@@ -15,7 +15,7 @@ online from the training's own backward pass, makes the quantized network robust
 The minibatch is replayed m = `replays` times (the local domain's per-example perturbation steps
 on from each replay's perturbation, as in free adversarial training), so a run reads 1/m as many
 minibatches for the same number of updates. Every choice beyond the paper's abstract and figure is
-this project's and is an option here; see shared/METHOD.md.
+this project's and is an option here; see docs/method.md.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from odgq_jax.methods import adversarial
 from odgq_jax.methods import alignment
 from odgq_jax.methods import base
 from odgq_jax.methods import perturbation_bank as bank
+from odgq_jax.methods import perturbation_memory as memory
 from odgq_jax.methods.registry import register
 
 
@@ -39,18 +40,23 @@ class ODGQ(base.TrainingMethod):
   """ODG-Q training.
 
   Attributes:
-    domains: the kind of each domain of the bank: "global", "local" or "random".
+    domains: the kind of each domain of the bank: "global", "local", "random" or "memory".
     eps: L-inf radius of every domain's perturbation.
     eps_warmup_updates: W; the radius grows linearly over the first W optimizer updates,
       eps_t = eps * min(1, (t + 1) / W) at update t, and every step size with it (alpha_t = alpha
       eps_t / eps), so the network meets full-size perturbations only once it classifies; 0 (the
       default): eps from the first update.
     global_step_sizes: alpha_k of each global domain, in the order they appear in `domains`.
+    global_per_class: keep one universal perturbation per class in each global domain, each
+      updated from its class's examples, instead of one for all examples.
     local_step_size: alpha of the local domain's sign-gradient step.
     local_carry_over: carry the local domain's perturbation on to the next minibatch, as free
       adversarial training does (Shafahi et al. 2019), instead of starting each minibatch's local
       domain from a uniform random point of the eps-ball. The carried perturbation (the global
       batch's image shape) then lives in the bank and its checkpoint.
+    memory_step_size: alpha of the memory domain's sign-gradient step.
+    memory_momentum: mu of the memory domain's momentum (0: plain sign steps).
+    memory_initialization: where an example's memory starts: "uniform" in the eps-ball, or "zero".
     replays: m, the optimizer updates made on each minibatch.
     selection: "uniform", "per_example" or "loss_weighted".
     selection_temperature: T of the loss-weighted selection.
@@ -64,6 +70,10 @@ class ODGQ(base.TrainingMethod):
   global_step_sizes: tuple[float, ...] = (1 / 255, 4 / 255)
   local_step_size: float = 8 / 255
   local_carry_over: bool = False
+  global_per_class: bool = False
+  memory_step_size: float = 8 / 255
+  memory_momentum: float = 0.0
+  memory_initialization: str = "uniform"
   replays: int = 4
   selection: str = "uniform"
   selection_temperature: float = 1.0
@@ -77,8 +87,11 @@ class ODGQ(base.TrainingMethod):
     _check_choice("alignment", self.alignment, tuple(alignment.ALIGNMENTS))
     if not self.domains:
       raise ValueError("odgq: domains must name at least one domain")
-    if self.domains.count("local") > 1:
-      raise ValueError(f"odgq: at most one 'local' domain, got domains={self.domains}")
+    _check_choice("memory_initialization", self.memory_initialization,
+                  memory.INITIALIZATIONS)
+    for kind in ("local", "memory"):
+      if self.domains.count(kind) > 1:
+        raise ValueError(f"odgq: at most one {kind!r} domain, got domains={self.domains}")
     if self.local_carry_over and "local" not in self.domains:
       raise ValueError(f"odgq: local_carry_over needs a 'local' domain, got domains={self.domains}")
     if len(self.global_step_sizes) != self.domains.count("global"):
@@ -86,6 +99,8 @@ class ODGQ(base.TrainingMethod):
           f"odgq: global_step_sizes={self.global_step_sizes} must give one step size per 'global' "
           f"domain ({self.domains.count('global')} in domains={self.domains})")
     adversarial.check_radius_and_step("odgq", self.eps, self.local_step_size)
+    adversarial.check_radius_and_step("odgq", self.eps, self.memory_step_size)
+    adversarial.check_nonnegative("odgq", "memory_momentum", self.memory_momentum)
     adversarial.check_count("odgq", "replays", self.replays)
     adversarial.check_count("odgq", "eps_warmup_updates", self.eps_warmup_updates, minimum=0)
 
@@ -94,13 +109,26 @@ class ODGQ(base.TrainingMethod):
     return self.replays
 
   @property
+  def per_example_state(self) -> tuple[str, ...]:
+    """The carried local domain is laid out with the batch; the memory table, indexed by the
+    examples' positions in the training split, is replicated."""
+    return ("local",) if self.local_carry_over else ()
+
+  @property
   def _global_domains(self) -> tuple[int, ...]:
     return tuple(k for k, kind in enumerate(self.domains) if kind == "global")
 
-  def init_method_state(self, batch_image_shape):
-    return bank.init_bank(len(self._global_domains), tuple(batch_image_shape[1:]),
-                          len(self.domains),
-                          local_shape=tuple(batch_image_shape) if self.local_carry_over else None)
+  def init_method_state(self, batch_image_shape, *, num_classes, num_train_examples):
+    image_shape = tuple(batch_image_shape[1:])
+    state = bank.init_bank(
+        len(self._global_domains), image_shape, len(self.domains),
+        local_shape=tuple(batch_image_shape) if self.local_carry_over else None,
+        universal_classes=num_classes if self.global_per_class else 1)
+    if "memory" in self.domains:
+      dtype = memory.storage_dtype(self.eps, self.memory_step_size, self.eps_warmup_updates > 0)
+      state.update(memory.init_memory(num_train_examples, image_shape, dtype,
+                                      momentum=self.memory_momentum > 0))
+    return state
 
   def state_summary(self, method_state):
     """Each domain's running loss, `domain_loss_<k>_<kind>`: what loss-weighted selection weighs
@@ -115,15 +143,19 @@ class ODGQ(base.TrainingMethod):
       return 1.0
     return jnp.minimum(1.0, (step + 1) / self.eps_warmup_updates)
 
-  def _candidates(self, universal, local_delta, key, images, eps):
+  def _candidates(self, universal, universal_class, local_delta, memory_delta, key, images, eps):
     """The perturbation of every domain for every example: [K, N, H, W, C]."""
     global_index = {domain: j for j, domain in enumerate(self._global_domains)}
+    universal_delta = (bank.universal_candidates(universal, universal_class)
+                       if self._global_domains else None)
     candidates = []
     for k, kind in enumerate(self.domains):
       if kind == "global":
-        candidates.append(jnp.broadcast_to(universal[global_index[k]], images.shape))
+        candidates.append(universal_delta[global_index[k]])
       elif kind == "local":
         candidates.append(local_delta)
+      elif kind == "memory":
+        candidates.append(memory_delta)
       else:
         candidates.append(jax.random.uniform(jax.random.fold_in(key, k), images.shape,
                                              images.dtype, -eps, eps))
@@ -132,6 +164,10 @@ class ODGQ(base.TrainingMethod):
   def update(self, state, batch, rng):
     images, labels = batch["image"], batch["label"]
     align = alignment.ALIGNMENTS[self.alignment]
+    uses_memory = "memory" in self.domains
+    if uses_memory:
+      memory.check_batch(batch)
+    universal_class = labels if self.global_per_class else jnp.zeros_like(labels)
     start_key, replay_key = jax.random.split(rng)
     if self.local_carry_over:
       local_start = state.method_state["local"]
@@ -143,12 +179,17 @@ class ODGQ(base.TrainingMethod):
       state, local_delta = carry
       eps_scale = self._eps_scale(state.step)
       eps = self.eps * eps_scale
-      select_key, random_key = jax.random.split(key)
+      select_key, random_key, memory_key = jax.random.split(key, 3)
       weights = bank.select_domains(select_key, self.selection, images.shape[0],
                                     state.method_state["domain_loss"], self.selection_temperature)
+      memory_rows = memory_delta = None
+      if uses_memory:
+        memory_rows = memory.stored_perturbations(state.method_state, batch, memory_key, eps,
+                                                  self.memory_initialization)
+        memory_delta = memory.to_augmented_frame(memory_rows, batch)
       delta = bank.mix_perturbations(
-          weights, self._candidates(state.method_state["universal"], local_delta, random_key,
-                                    images, eps))
+          weights, self._candidates(state.method_state.get("universal"), universal_class,
+                                    local_delta, memory_delta, random_key, images, eps))
       adversarial_images = projection.clip_to_box(images + delta)
 
       def loss_fn(params, adversarial_images):
@@ -165,11 +206,18 @@ class ODGQ(base.TrainingMethod):
           loss_fn, argnums=(0, 1), has_aux=True)(state.params, adversarial_images)
       method_state = dict(
           state.method_state,
-          universal=bank.update_universal(
-              state.method_state["universal"], weights, image_grad, self._global_domains,
-              tuple(alpha * eps_scale for alpha in self.global_step_sizes), eps),
           domain_loss=bank.update_domain_loss(state.method_state["domain_loss"], weights,
                                               jax.lax.stop_gradient(per_example_ce)))
+      if self._global_domains:
+        method_state["universal"] = bank.update_universal(
+            state.method_state["universal"], weights, image_grad, self._global_domains,
+            tuple(alpha * eps_scale for alpha in self.global_step_sizes), eps, universal_class)
+      if uses_memory:
+        method_state = memory.update(
+            method_state, batch, memory_rows, weights[:, self.domains.index("memory")],
+            adversarial_images - images, image_grad,
+            step_size=self.memory_step_size * eps_scale, eps=eps,
+            momentum=self.memory_momentum)
       if "local" in self.domains:
         local_delta = bank.update_local(adversarial_images - images, image_grad, images,
                                         self.local_step_size * eps_scale, eps)

@@ -2,17 +2,22 @@
 
 The bank holds three kinds of domain (Tao & Wong 2022, "ODG-Q: Robust quantization via online
 domain generalization", Fig. 1 "multiple-domain perturbations, generated online at global and local
-level"; the kinds and their updates are this project's definition, see shared/METHOD.md):
+level"; the kinds and their updates are this project's definition, see docs/method.md):
 
 - "global": a universal perturbation u_k (H, W, C) shared by all examples, kept in the train
-  state; updated u_k <- clip(u_k + alpha_k sign(mean_n g_n), -eps, eps).
+  state; updated u_k <- clip(u_k + alpha_k sign(mean_n g_n), -eps, eps). Class-wise (an option):
+  one universal perturbation u_{k,c} per class c, each updated from the examples of its class
+  only (class-wise universal perturbations, as in the class-wise universal adversarial training
+  of AAAI 2024), so that example n trains on u_{k,y_n}.
 - "local": a per-example perturbation delta_n, carried over the m replays of a minibatch (it starts
   from a uniform random point of the eps-ball, or, with `local_carry_over`, from where the previous
   minibatch left it, as in free adversarial training); after every replay, delta_n <- Proj(d_n +
   alpha sign(g_n)) with d_n the perturbation example n was trained on in that replay, whichever
   domain it came from: "each replay starts from the previous replay's perturbation"
-  (shared/METHOD.md).
+  (docs/method.md).
 - "random": uniform noise in [-eps, eps], drawn afresh; no state, no update.
+- "memory": one perturbation per training example, carried across epochs and stepped by the
+  backward pass of every update that trains on it (`perturbation_memory.py`).
 
 Here g = dLoss/dx_adv is the input gradient of the training loss, from the same backward pass
 that trains the network.
@@ -39,18 +44,22 @@ import jax.numpy as jnp
 
 from odgq_jax.attacks import projection
 
-DOMAIN_KINDS = ("global", "local", "random")
+DOMAIN_KINDS = ("global", "local", "random", "memory")
 SELECTIONS = ("uniform", "per_example", "loss_weighted")
 LOSS_AVERAGE_DECAY = 0.9
 
 
 def init_bank(num_global: int, image_shape: tuple[int, ...], num_domains: int,
-              local_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
-  """The bank's persistent state: universal perturbations (zero), per-domain running losses (NaN:
-  not observed yet) and, given `local_shape` (the global batch's image shape), the local domain's
-  perturbation carried from one minibatch to the next (zero)."""
-  state = {"universal": jnp.zeros((num_global, *image_shape), jnp.float32),
-           "domain_loss": jnp.full((num_domains,), jnp.nan, jnp.float32)}
+              local_shape: tuple[int, ...] | None = None,
+              universal_classes: int = 1) -> dict[str, Any]:
+  """The bank's persistent state: per-domain running losses (NaN: not observed yet), universal
+  perturbations [num_global, universal_classes, H, W, C] when there are global domains (zero; one
+  per class when class-wise, else `universal_classes` = 1) and, given `local_shape` (the global
+  batch's image shape), the local domain's perturbation carried from one minibatch to the next
+  (zero)."""
+  state = {"domain_loss": jnp.full((num_domains,), jnp.nan, jnp.float32)}
+  if num_global:
+    state["universal"] = jnp.zeros((num_global, universal_classes, *image_shape), jnp.float32)
   if local_shape is not None:
     state["local"] = jnp.zeros(local_shape, jnp.float32)
   return state
@@ -81,20 +90,32 @@ def mix_perturbations(weights: jax.Array, candidates: jax.Array) -> jax.Array:
   return jnp.einsum("nk,kn...->n...", weights, candidates)
 
 
+def universal_candidates(universal: jax.Array, universal_class: jax.Array) -> jax.Array:
+  """Each global domain's perturbation of each example, u_{j, c_n}: [G, N, H, W, C].
+
+  `universal_class` [N] is each example's class when the perturbations are class-wise, else 0.
+  """
+  return universal[:, universal_class]
+
+
 def update_universal(universal: jax.Array, weights: jax.Array, image_grad: jax.Array,
                      global_domains: tuple[int, ...], step_sizes: tuple[float, ...],
-                     eps: float) -> jax.Array:
-  """u_j <- clip(u_j + alpha_j sign(mean of g over the examples that chose domain j), -eps, eps).
+                     eps: float, universal_class: jax.Array) -> jax.Array:
+  """u_{j,c} <- clip(u_{j,c} + alpha_j sign(mean of g over the examples of class c that chose
+  domain j), -eps, eps) (one c, every example, when not class-wise).
 
-  Domains no example chose stay as they are.
+  Perturbations that no example chose stay as they are.
   """
+  class_onehot = jax.nn.one_hot(universal_class, universal.shape[1], dtype=image_grad.dtype)
   updated = []
   for j, (domain, step_size) in enumerate(zip(global_domains, step_sizes)):
-    chose = weights[:, domain]
-    count = jnp.sum(chose)
-    mean_grad = jnp.einsum("n,n...->...", chose, image_grad) / jnp.maximum(count, 1.0)
+    chose = weights[:, domain, None] * class_onehot  # [N, classes]
+    count = jnp.sum(chose, axis=0)
+    mean_grad = jnp.einsum("nc,n...->c...", chose, image_grad) / jnp.maximum(
+        count, 1.0).reshape(-1, *([1] * (image_grad.ndim - 1)))
     stepped = jnp.clip(universal[j] + step_size * jnp.sign(mean_grad), -eps, eps)
-    updated.append(jnp.where(count > 0, stepped, universal[j]))
+    updated.append(jnp.where((count > 0).reshape(-1, *([1] * (image_grad.ndim - 1))), stepped,
+                             universal[j]))
   return jnp.stack(updated) if updated else universal
 
 

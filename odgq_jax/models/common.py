@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax
 import flax.linen as nn
@@ -23,6 +23,9 @@ ModuleDef = Callable[..., nn.Module]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# The ImageNet statistics of torchvision's and the flax ImageNet example's preprocessing.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BATCH_NORM_MOMENTUM = 0.9
 BATCH_NORM_EPSILON = 1e-5
@@ -55,6 +58,12 @@ class QuantizedClassifier(nn.Module):
   parameters (`input_step_<b>bit`); kernels, the first and the last layer are shared. Initialise a
   switchable model with `init_variables`, which creates the variables of every precision.
 
+  Compute dtype (`dtype`): the normalised images, the activations, the convolutions and the
+  BatchNorm outputs are in `dtype` (float32 or bfloat16); parameters, BatchNorm statistics and
+  quantizer parameters stay float32, and the quantizers run in float32 (`layers`). The head
+  (global average pooling and the classifier) runs in float32, so the logits that the losses and
+  the attacks compare are float32 whatever the compute dtype, for a small share of the FLOPs.
+
   Attributes:
     num_classes: number of logits.
     weight_quantizer: quantizer of the kernels of the hidden layers.
@@ -65,6 +74,7 @@ class QuantizedClassifier(nn.Module):
     input_std: per-channel standard deviation the images are divided by (keyword-only).
     switchable_bits: the precisions of a switchable-precision model, () for a fixed one
       (keyword-only).
+    dtype: the compute dtype, jnp.float32 or jnp.bfloat16 (keyword-only).
   """
   num_classes: int
   weight_quantizer: quant.Quantizer
@@ -74,17 +84,19 @@ class QuantizedClassifier(nn.Module):
   input_mean: tuple[float, ...] = dataclasses.field(default=CIFAR10_MEAN, kw_only=True)
   input_std: tuple[float, ...] = dataclasses.field(default=CIFAR10_STD, kw_only=True)
   switchable_bits: tuple[int, ...] = dataclasses.field(default=(), kw_only=True)
+  dtype: Any = dataclasses.field(default=jnp.float32, kw_only=True)
 
   def normalize(self, images: jax.Array) -> jax.Array:
-    """(images - input_mean) / input_std, per channel."""
+    """(images - input_mean) / input_std, per channel, computed in the images' dtype and returned
+    in the compute dtype."""
     mean = jnp.asarray(self.input_mean, images.dtype)
     std = jnp.asarray(self.input_std, images.dtype)
-    return (images - mean) / std
+    return ((images - mean) / std).astype(self.dtype)
 
   def first_conv(self) -> ModuleDef:
     """`QuantConv` constructor for the first conv: first-layer kernel quantizer, input as is."""
     return functools.partial(QuantConv, weight_quantizer=self.first_last_weight_quantizer,
-                             input_quantizer=UNQUANTIZED)
+                             input_quantizer=UNQUANTIZED, dtype=self.dtype)
 
   def check_precision(self, precision: int | None) -> None:
     """Raises ValueError unless `precision` is one of `switchable_bits` (None for a fixed model)."""
@@ -100,25 +112,28 @@ class QuantizedClassifier(nn.Module):
     self.check_precision(precision)
     if precision is None:
       return functools.partial(QuantConv, weight_quantizer=self.weight_quantizer,
-                               input_quantizer=self.act_quantizer)
+                               input_quantizer=self.act_quantizer, dtype=self.dtype)
     return functools.partial(QuantConv,
                              weight_quantizer=quant.with_bits(self.weight_quantizer, precision),
                              input_quantizer=quant.with_bits(self.act_quantizer, precision),
-                             quantizer_param_suffix=f"_{precision}bit")
+                             quantizer_param_suffix=f"_{precision}bit", dtype=self.dtype)
 
   def batch_norm(self, train: bool, precision: int | None = None) -> ModuleDef:
     """BatchNorm constructor: batch statistics if `train`, running averages otherwise; one
-    BatchNorm per precision (`PrecisionBatchNorm`) if switchable."""
+    BatchNorm per precision (`PrecisionBatchNorm`) if switchable. Output in the compute dtype;
+    statistics (computed in float32), scale and bias in float32."""
     self.check_precision(precision)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON)
+                             momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON,
+                             dtype=self.dtype, param_dtype=jnp.float32)
     if precision is None:
       return norm
     return functools.partial(PrecisionBatchNorm, norm=norm, precision=precision)
 
   def classifier(self, x: jax.Array) -> jax.Array:
-    """Global average pooling of x [N, H, W, C], then the quantized dense layer `classifier`."""
-    pooled = jnp.mean(x, axis=(1, 2))
+    """Global average pooling of x [N, H, W, C], then the quantized dense layer `classifier`, both
+    in float32: float32 logits."""
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     return QuantDense(self.num_classes, weight_quantizer=self.first_last_weight_quantizer,
                       input_quantizer=self.first_last_act_quantizer, name="classifier")(pooled)
 

@@ -2,7 +2,8 @@
 
 Importing this package imports every quantizer module, which registers its quantizers.
 """
-from odgq_jax.quant.base import QUANTIZERS, Quantizer, make_quantizer, with_bits
+from odgq_jax.quant.base import (QUANTIZERS, IntegerTensor, Quantizer, make_quantizer,
+                                 with_bits)
 from odgq_jax.quant.binary import Binary
 from odgq_jax.quant.dorefa import DoReFaWeight
 from odgq_jax.quant.identity import Identity
@@ -15,6 +16,7 @@ __all__ = [
     "Binary",
     "DoReFaWeight",
     "Identity",
+    "IntegerTensor",
     "LSQ",
     "PACT",
     "Quantizer",

@@ -9,6 +9,10 @@ Quantizers with learnable parameters (PACT's clipping level, LSQ's step size) de
 owns the quantizer stores them as Flax parameters and passes them back on every call. Stateless
 quantizers return `{}`.
 
+For export (`odgq_jax/export`), a quantizer with integer levels also gives its output as integer
+codes, `integer_form(x, params)`: an `IntegerTensor` whose `dequantize()` is the quantizer's output
+bit for bit, so that a forward pass reading the integers computes what training computed.
+
 Conventions (all quantizers; where a paper defines its own levels, the quantizer follows the paper
 and says so: LSQ's signed levels -2^(k-1) .. 2^(k-1) - 1, DoReFa's {2i/n - 1} without zero):
 
@@ -36,6 +40,38 @@ MAX_BITS = 8
 
 
 @dataclasses.dataclass(frozen=True)
+class IntegerTensor:
+  """A quantized tensor as unsigned integer codes (affine quantization with a zero point):
+
+    value = (codes - zero_point) * scale.
+
+  Attributes:
+    codes: uint8 array of the tensor's shape, each code in [0, 2^bits - 1].
+    zero_point: the code of the value 0, an integer or, for the levels {-1, +1} of the sign, 0.5.
+    scale: float array broadcastable to `codes` (one per output channel, keepdims, or one).
+    bits: bits per code.
+  """
+  codes: jax.Array
+  zero_point: float
+  scale: jax.Array
+  bits: int
+
+  def dequantize(self) -> jax.Array:
+    """(codes - zero_point) * scale, in the scale's dtype. codes - zero_point is an exact small
+    integer (or half-integer), so this is the quantizer's integer level times its scale: the same
+    float product the quantizer computes."""
+    return (self.codes.astype(self.scale.dtype) - self.zero_point) * self.scale
+
+
+def integer_tensor(levels: jax.Array, min_level: float, scale: jax.Array,
+                   bits: int) -> IntegerTensor:
+  """The `IntegerTensor` of integer-valued `levels` >= `min_level` times `scale`: codes =
+  levels - min_level, zero point -min_level."""
+  return IntegerTensor(codes=(levels - min_level).astype(jnp.uint8), zero_point=-min_level,
+                       scale=jnp.asarray(scale), bits=bits)
+
+
+@dataclasses.dataclass(frozen=True)
 class Quantizer(abc.ABC):
   """Base class: a frozen dataclass of options; `__call__(x, params)` fake-quantizes x."""
 
@@ -43,6 +79,16 @@ class Quantizer(abc.ABC):
     """Initial values of the learnable parameters, given the first input `x`."""
     del x
     return {}
+
+  def integer_form(self, x: jax.Array, params: Params | None = None) -> IntegerTensor:
+    """`self(x, params)` as integer codes: `integer_form(x, params).dequantize()` equals it bit
+    for bit.
+
+    Raises:
+      ValueError: the quantizer has no integer levels (full precision).
+    """
+    del x, params
+    raise ValueError(f"quantizer {type(self).__name__} has no integer levels")
 
   @abc.abstractmethod
   def __call__(self, x: jax.Array, params: Params | None = None) -> jax.Array:

@@ -8,11 +8,16 @@ import math
 import jax
 import jax.numpy as jnp
 
-from odgq_jax.quant.base import (Params, Quantizer, check_bits, check_choice, get_param,
-                                 param_dtype, register)
+from odgq_jax.quant.base import (IntegerTensor, Params, Quantizer, check_bits, check_choice,
+                                 get_param, integer_tensor, param_dtype, register)
 
 
 MIN_STEP = 1e-8  # floor of the step actually used (see LSQ)
+
+
+def lsq_levels(x: jax.Array, step: jax.Array, min_level: int, max_level: int) -> jax.Array:
+  """The integer levels round(clip(x / step, min_level, max_level)), as floats in x's dtype."""
+  return jnp.round(jnp.clip(x / step, min_level, max_level))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -26,7 +31,7 @@ def lsq_quantize_ste(x: jax.Array, step: jax.Array, min_level: int, max_level: i
   (summed over the elements of x into step's scalar shape and dtype). The result has x's dtype.
   """
   step_x = step.astype(x.dtype)
-  return jnp.round(jnp.clip(x / step_x, min_level, max_level)) * step_x
+  return lsq_levels(x, step_x, min_level, max_level) * step_x
 
 
 def _lsq_fwd(x, step, min_level, max_level, grad_scale):
@@ -105,6 +110,15 @@ class LSQ(Quantizer):
     step = jnp.where(mean_abs > 0, 2 * mean_abs / math.sqrt(self.max_level), 1 / self.max_level)
     return {"step": step.astype(param_dtype(x))}
 
+  def step_size(self, params: Params | None) -> jax.Array:
+    """The step actually used, s = max(|params["step"]|, MIN_STEP)."""
+    return jnp.maximum(jnp.abs(get_param(params, "step", "lsq")), MIN_STEP)
+
   def __call__(self, x: jax.Array, params: Params | None = None) -> jax.Array:
-    step = jnp.maximum(jnp.abs(get_param(params, "step", "lsq")), MIN_STEP)
-    return lsq_quantize_ste(x, step, self.min_level, self.max_level, self.grad_scale(x))
+    return lsq_quantize_ste(x, self.step_size(params), self.min_level, self.max_level,
+                            self.grad_scale(x))
+
+  def integer_form(self, x: jax.Array, params: Params | None = None) -> IntegerTensor:
+    step = self.step_size(params).astype(x.dtype)
+    return integer_tensor(lsq_levels(x, step, self.min_level, self.max_level), self.min_level,
+                          step, self.bits)

@@ -8,8 +8,13 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from odgq_jax.quant.base import (Params, Quantizer, check_bits, get_param, param_dtype,
-                                 register)
+from odgq_jax.quant.base import (IntegerTensor, Params, Quantizer, check_bits, get_param,
+                                 integer_tensor, param_dtype, register)
+
+
+def pact_levels(x: jax.Array, alpha: jax.Array, levels: int) -> jax.Array:
+  """The integer levels round(clip(x, 0, alpha) * levels / alpha), as floats in x's dtype."""
+  return jnp.round(jnp.clip(x, 0, alpha) * (levels / alpha))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -20,7 +25,7 @@ def pact_quantize_ste(x: jax.Array, alpha: jax.Array, levels: int) -> jax.Array:
   over the elements of x into alpha's scalar shape and dtype). The result has x's dtype.
   """
   alpha_x = alpha.astype(x.dtype)
-  return jnp.round(jnp.clip(x, 0, alpha_x) * (levels / alpha_x)) * (alpha_x / levels)
+  return pact_levels(x, alpha_x, levels) * (alpha_x / levels)
 
 
 def _pact_fwd(x, alpha, levels):
@@ -77,3 +82,8 @@ class PACT(Quantizer):
   def __call__(self, x: jax.Array, params: Params | None = None) -> jax.Array:
     alpha = get_param(params, "alpha", "pact")
     return pact_quantize_ste(x, alpha, 2**self.bits - 1)
+
+  def integer_form(self, x: jax.Array, params: Params | None = None) -> IntegerTensor:
+    alpha = get_param(params, "alpha", "pact").astype(x.dtype)
+    levels = 2**self.bits - 1
+    return integer_tensor(pact_levels(x, alpha, levels), 0, alpha / levels, self.bits)

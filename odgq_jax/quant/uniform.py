@@ -7,8 +7,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from odgq_jax.quant.base import (Params, Quantizer, check_bits, check_choice,
-                                 output_channel_axes, register)
+from odgq_jax.quant.base import (IntegerTensor, Params, Quantizer, check_bits, check_choice,
+                                 integer_tensor, output_channel_axes, register)
+
+
+def symmetric_levels(w: jax.Array, scale: jax.Array, max_level: int) -> jax.Array:
+  """The integer levels clip(round(w / scale), -max_level, max_level), as floats."""
+  return jnp.clip(jnp.round(w / scale), -max_level, max_level)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -17,7 +22,7 @@ def symmetric_quantize_ste(w: jax.Array, scale: jax.Array, max_level: int) -> ja
 
   The scale is treated as a constant: its cotangent is zero.
   """
-  return jnp.clip(jnp.round(w / scale), -max_level, max_level) * scale
+  return symmetric_levels(w, scale, max_level) * scale
 
 
 def _symmetric_quantize_fwd(w, scale, max_level):
@@ -62,8 +67,17 @@ class SymmetricUniform(Quantizer):
     """The largest integer level M = 2^(k-1) - 1."""
     return 2**(self.bits - 1) - 1
 
+  def channel_scale(self, x: jax.Array) -> jax.Array:
+    """s = max|x| / M per output channel (keepdims), or for the whole tensor; 1 where max|x| = 0."""
+    abs_max = jnp.max(jnp.abs(x), axis=output_channel_axes(x, self.per_channel), keepdims=True)
+    return jnp.where(abs_max > 0, abs_max / self.max_level, jnp.ones_like(abs_max))
+
   def __call__(self, x: jax.Array, params: Params | None = None) -> jax.Array:
     del params
-    abs_max = jnp.max(jnp.abs(x), axis=output_channel_axes(x, self.per_channel), keepdims=True)
-    scale = jnp.where(abs_max > 0, abs_max / self.max_level, jnp.ones_like(abs_max))
-    return symmetric_quantize_ste(x, scale, self.max_level)
+    return symmetric_quantize_ste(x, self.channel_scale(x), self.max_level)
+
+  def integer_form(self, x: jax.Array, params: Params | None = None) -> IntegerTensor:
+    del params
+    scale = self.channel_scale(x)
+    return integer_tensor(symmetric_levels(x, scale, self.max_level), -self.max_level, scale,
+                          self.bits)

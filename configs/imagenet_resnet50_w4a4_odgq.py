@@ -1,0 +1,27 @@
+"""ResNet-50 W4A4 on ImageNet trained with ODG-Q, eps 4/255, in bfloat16 on 8 accelerators.
+
+ResNet-50 (He et al. 2016a; torchvision's, stride on the 3x3 conv) with the W4A4 quantizers of
+configs/cifar10_resnet20_w4a4.py (first conv and classifier at 8 bits); the ImageNet recipe of
+`default.imagenet` (global batch 1024, peak learning rate 0.4 = 0.1 per 256 images, 16 epochs of
+updates, random-resized crops at 224x224, bfloat16 compute) and ODG-Q at eps 4/255
+(`default.imagenet_odgq_method`). The natural counterpart is the variant after the colon:
+`--config configs/imagenet_resnet50_w4a4_odgq.py:natural`.
+
+On a TPU v4-8 or a host with 8 GPUs (prepare TFDS imagenet2012 first; --config.data_dir=DIR if it
+is not in TFDS's default directory):
+
+  python launch/train.py --config configs/imagenet_resnet50_w4a4_odgq.py --workdir runs/imagenet_resnet50_w4a4_odgq
+  python launch/eval.py --checkpoint runs/imagenet_resnet50_w4a4_odgq --split validation --eps 0.01568627 --output results/imagenet_resnet50_w4a4_odgq/report.json
+
+(--eps is 4/255; the robust-versus-eps curve includes 2/255.) On a multi-host slice, run the first
+command on every host with --distributed.
+
+Cost: COST_PLACEHOLDER
+"""
+from configs import default
+
+
+def get_config(variant="odgq"):
+  config = default.imagenet(default.quantize_model(default.get_config(), weight_bits=4, act_bits=4))
+  config.model.name = "resnet50"
+  return default.imagenet_variant(config, variant)

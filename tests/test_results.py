@@ -1,0 +1,103 @@
+"""docs/results.md, its plot and README.md's headline table are what benchmarks/results.py renders
+from results/; a run folder dropped into results/ shows up in them."""
+import importlib.util
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from configs import cifar10_resnet20_w4a4_fgsm_rs
+from odgq_jax import run_record
+
+REPO = Path(__file__).resolve().parents[1]
+# benchmarks/ is not a package: load benchmarks/results.py by path (registered first, as its
+# dataclass needs its module).
+_spec = importlib.util.spec_from_file_location("benchmarks_results",
+                                               REPO / "benchmarks" / "results.py")
+results = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(results)
+
+NEW_RUN = "cifar10_resnet20_w4a4_fgsm_rs_seed7"
+# ml_collections loads config files with the deprecated importlib load_module().
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+
+
+def test_committed_results_markdown_matches_results_folder():
+  assert results.RESULTS_MARKDOWN.read_text() == results.render_results(), (
+      "docs/results.md is out of date with results/: run python benchmarks/results.py")
+
+
+def test_committed_readme_headline_matches_results_folder():
+  readme = results.README.read_text()
+  assert results.replace_headline(readme, results.render_headline()) == readme, (
+      "README.md's headline table is out of date with results/: run python benchmarks/results.py")
+
+
+def test_committed_plot_shows_every_evaluated_run_at_its_cost():
+  runs = results.load_runs(results.RESULTS_DIR)
+  points = results.plot_points(runs, results.load_step_cost(results.RESULTS_DIR))
+  assert {p["run"] for p in points} >= {"cifar10_resnet20_w4a4_odgq", "cifar10_resnet20_w4a4_r1"}
+  assert results.read_plot_points(results.PLOT) == points, (
+      "docs/results_worst_case_vs_cost.png is out of date: run python benchmarks/results.py")
+
+
+def test_train_commands_give_the_configs_the_runs_trained_with():
+  runs = {run.name: run for run in results.load_runs(results.RESULTS_DIR)}
+  natural = runs["cifar10_resnet20_w4a4_r1"].config
+  assert natural.method.name == "natural" and natural.learning_rate == 0.2
+  assert runs["cifar10_resnet20_w4a4_odgq_uniform"].config.method.selection == "uniform"
+  assert runs["cifar10_resnet20_w4a4_odgq"].config.method.selection == "loss_weighted"
+  assert results.model_label(natural) == "resnet20 W4A4"
+
+
+def add_run(results_dir, name):
+  """A new run folder with an evaluation report and a run record written by run_record."""
+  folder = results_dir / name
+  folder.mkdir()
+  report = json.loads((results_dir / "cifar10_resnet20_w4a4_fgsm_rs" / "report.json").read_text())
+  report.update(clean=0.777, worst_case=0.123)
+  report["attacks"]["pgd20"] = 0.321
+  (folder / "report.json").write_text(json.dumps(report))
+  config = cifar10_resnet20_w4a4_fgsm_rs.get_config()
+  record = run_record.RunRecord(str(folder), config, 0, 390, started=time.perf_counter() - 3725)
+  record.add_eval(390, {"loss": 1.5, "accuracy": 0.5})
+  record.add_eval(780, {"loss": 1.2, "accuracy": 0.6123})
+  record.add_timing(100.0, 200)
+  record.write(780)
+
+
+def test_a_run_dropped_into_results_appears_in_every_table_and_the_plot(tmp_path):
+  results_dir = tmp_path / "results"
+  shutil.copytree(results.RESULTS_DIR, results_dir)
+  add_run(results_dir, NEW_RUN)
+  markdown = results.render_results(results_dir)
+  row = next(line for line in markdown.splitlines() if line.startswith(f"| [{NEW_RUN}]"))
+  assert "| fgsm_rs |" in row and "| 77.7 |" in row and "| 32.1 |" in row
+  assert "**12.3**" in row and "| 1.65 | 1.56 |" in row  # FLOPs and wall ratio of fgsm_rs
+  training = next(line for line in markdown.splitlines() if line.startswith(f"| {NEW_RUN} |"))
+  assert "| 50.0 61.2 | **61.23** | 780 | 1 h 02 min | 0.50 |" in training
+  assert f"- {NEW_RUN}: train not recorded" in markdown  # no commands.json, not from train.py
+  headline = results.render_headline(results_dir)
+  assert f"[{NEW_RUN}](results/{NEW_RUN}/)" in headline and "**12.3**" in headline
+  points = results.plot_points(results.load_runs(results_dir), results.load_step_cost(results_dir))
+  assert {"run": NEW_RUN, "group": "resnet20 W4A4 on cifar10_jpeg", "wall_ratio": 1.5643,
+          "worst_case": 12.3} in points
+  plot = tmp_path / "plot.png"
+  results.write_plot(points, plot)
+  assert results.read_plot_points(plot) == points
+
+
+def test_a_run_folder_without_a_config_source_is_an_error(tmp_path):
+  folder = tmp_path / "results" / "unknown_run"
+  folder.mkdir(parents=True)
+  shutil.copy(results.RESULTS_DIR / "cifar10_resnet20_w4a4_odgq" / "report.json", folder)
+  with pytest.raises(ValueError, match="unknown_run has no run.json and no commands.json"):
+    results.render_results(tmp_path / "results")
+
+
+def test_a_readme_without_the_markers_is_an_error():
+  with pytest.raises(ValueError, match="README.md needs the lines"):
+    results.replace_headline("# odgq-jax\n", "| table |\n")

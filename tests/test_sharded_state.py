@@ -1,0 +1,61 @@
+"""Per-example method state laid out with the batch over the `data` axis, not replicated."""
+import jax
+import numpy as np
+import pytest
+
+from odgq_jax import methods
+from odgq_jax import parallel
+from tests import test_train
+
+
+def free_at_config():
+  config = test_train.tiny_config()
+  config.method = methods.method_config("free_at", replays=2)
+  return config
+
+
+def test_free_at_perturbation_is_split_over_the_devices_like_the_batch():
+  mesh = parallel.create_mesh(jax.devices()[:4])
+  state, _, train_step = test_train.run_method_steps(mesh, 2, free_at_config())
+  delta = state.method_state["delta"]
+  assert delta.sharding.is_equivalent_to(parallel.batch_sharding(mesh), delta.ndim)
+  # Each device holds its own quarter of the examples' rows, not all of them.
+  assert {shard.data.shape for shard in delta.addressable_shards} == {
+      (test_train.BATCH // 4, *delta.shape[1:])}
+  assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state.params))
+  assert train_step._cache_size() == 1  # the layout is the same in and out: compiled once
+
+
+def test_free_at_on_four_devices_matches_one_device():
+  config = free_at_config()
+  one_device, four_devices = (parallel.create_mesh(jax.devices()[:n]) for n in (1, 4))
+  state1, losses1, _ = test_train.run_method_steps(one_device, 3, config)
+  state4, losses4, _ = test_train.run_method_steps(four_devices, 3, config)
+  np.testing.assert_allclose(losses1, losses4, rtol=1e-4)
+  for a, b in zip(jax.tree.leaves((state1.params, state1.method_state)),
+                  jax.tree.leaves((state4.params, state4.method_state))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_checkpoint_restores_the_perturbation_split_over_the_devices(tmp_path):
+  mesh = parallel.create_mesh(jax.devices()[:4])
+  config = free_at_config()
+  method = methods.create_method_for_run(config)
+  state, _, train_step = test_train.run_method_steps(mesh, 2, config)
+  checkpointer = test_train.save_checkpoint(state, tmp_path)
+  template, _ = test_train.make_state(config, mesh, method=method,
+                                      num_train_examples=test_train.BATCH * 2)
+  restored = checkpointer.restore(template)
+  delta = restored.method_state["delta"]
+  assert delta.sharding.is_equivalent_to(parallel.batch_sharding(mesh), delta.ndim)
+  np.testing.assert_array_equal(delta, state.method_state["delta"])
+  continued, _ = train_step(restored, parallel.make_global_batch(
+      test_train.synthetic_batches(1)[0], mesh))
+  assert continued.method_state["delta"].sharding.is_equivalent_to(
+      parallel.batch_sharding(mesh), delta.ndim)
+
+
+def test_a_per_example_key_the_state_lacks_is_an_error():
+  method = methods.create_method(methods.method_config("free_at"))
+  with pytest.raises(ValueError, match=r"per_example_state names \['delta'\]"):
+    method.method_state_sharding({}, parallel.create_mesh(jax.devices()[:1]))
