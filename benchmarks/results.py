@@ -14,9 +14,11 @@ documents differ from what this script renders):
                                   accuracy per epoch, wall time
   results/<run>/commands.json     {"train": command, "substitutes": [commands that train the
                                   transfer attacks' substitutes],
-                                  "evaluate": {report path: command}}
+                                  "evaluate": {report path: command},
+                                  optionally "description": what the run varies, in words}
   results/benchmarks/step_cost.json          benchmarks/step_cost.py: training cost per method
   results/benchmarks/autoattack_comparison*.json  benchmarks/autoattack_comparison.py
+  results/benchmarks/export_size.json        benchmarks/export_size.py: deployment export sizes
   results/benchmarks/commands.json           {file name: the command that wrote it}
 
 A run is grouped by model, precision and dataset, from the config in its run.json or, without one,
@@ -59,6 +61,7 @@ REPORT_FILE = "report.json"
 RUN_RECORD_FILE = "run.json"
 COMMANDS_FILE = "commands.json"
 STEP_COST_FILE = "step_cost.json"
+EXPORT_SIZE_FILE = "export_size.json"
 AUTOATTACK_PREFIX = "autoattack_comparison"
 NOT_RECORDED = "not recorded"
 
@@ -261,11 +264,13 @@ def partial_reports_table(runs: list[Run]) -> list[str]:
   lines = ["### Attack subsets", "",
            "Reports of attack subsets (`launch/eval.py --attacks`): no sanity checks ran "
            "(verdict `unchecked`), so these are comparisons, not robustness claims.", "",
-           "| run | report | protocol | clean | attacks (%) |", "| --- | --- | --- | ---: | --- |"]
+           "| run | what | report | protocol | clean | attacks (%) |",
+           "| --- | --- | --- | --- | ---: | --- |"]
   for run, path, report in rows:
     attacks = ", ".join(f"{name} {_percent(accuracy)}" for name, accuracy in
                         report["attacks"].items() if accuracy is not None)
-    lines.append(f"| {run.name} | [{path}](../results/{run.name}/{path}) | {_protocol(report)} | "
+    lines.append(f"| {run.name} | {run.commands.get('description', '')} | "
+                 f"[{path}](../results/{run.name}/{path}) | {_protocol(report)} | "
                  f"{_percent(report['clean'])} | {attacks} |")
   return lines + [""]
 
@@ -406,6 +411,42 @@ def autoattack_table(comparisons: dict[str, dict[str, Any]],
   return lines + [""]
 
 
+def _kib(num_bytes: int) -> str:
+  return f"{num_bytes / 1024:,.1f}"
+
+
+def export_size_table(export_size: dict[str, Any], command: str | None) -> list[str]:
+  """Size on disk of each export, file by file, and how closely its logits follow the model's."""
+  machine = export_size["machine"]
+  first_agreement = next(iter(export_size["exports"].values()))["logits"]
+  lines = [f"### Size on disk of the deployment exports "
+           f"(`results/{BENCHMARKS_SUBDIR}/{EXPORT_SIZE_FILE}`)", "",
+           "Each config's model with initial variables (BatchNorm statistics moved by three "
+           "train-mode passes; sizes do not depend on the values), exported as `launch/export.py` "
+           "does ([export.md](export.md)): `forward.jax_exported` for "
+           f"{', '.join(export_size['platforms'])} with its VJP (the integer weights are constants "
+           "in both), `weights/` the orbax checkpoint of the integer weights. Logits: the "
+           "export's against the training-time eval logits of the model it came from, on "
+           f"{first_agreement['images']} random images, the largest difference and the images "
+           f"where it exceeds {first_agreement['tolerance']:g}. JAX {machine['jax']} on "
+           f"{machine['backend']}. Command: {_code(command)}", "",
+           "| config | bits: weights, activations, first/last | parameters | float32 parameters "
+           "(KiB) | forward.jax_exported (KiB) | weights/ (KiB) | export in all (KiB) | "
+           "largest logit difference | images beyond |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for r in export_size["exports"].values():
+    bits = r["bit_widths"]
+    logits = r["logits"]
+    lines.append(
+        f"| `{r['config']}` | {bits['weights']}, {bits['activations']}, "
+        f"{bits['first_last_weights']}/{bits['first_last_activations']} | {r['parameters']:,} | "
+        f"{_kib(r['float32_parameter_bytes'])} | {_kib(r['forward_bytes'])} | "
+        f"{_kib(r['weights_bytes'])} | {_kib(r['total_bytes'])} | "
+        f"{logits['max_abs_logit_difference']:.2g} | {logits['images_beyond_tolerance']} of "
+        f"{logits['images']} |")
+  return lines + [""]
+
+
 def benchmarks_section(results_dir: Path) -> list[str]:
   directory = results_dir / BENCHMARKS_SUBDIR
   if not directory.is_dir():
@@ -423,6 +464,10 @@ def benchmarks_section(results_dir: Path) -> list[str]:
   if comparisons:
     lines += autoattack_table(comparisons, commands)
     rendered |= set(comparisons)
+  if (directory / EXPORT_SIZE_FILE).exists():
+    lines += export_size_table(_read_json(directory / EXPORT_SIZE_FILE),
+                               commands.get(EXPORT_SIZE_FILE))
+    rendered.add(EXPORT_SIZE_FILE)
   others = sorted(p.name for p in directory.glob("*.json")
                   if p.name not in rendered and p.name != COMMANDS_FILE)
   if others:

@@ -1,7 +1,7 @@
 """Throughput and compiled FLOPs per image of the ImageNet configs' natural and ODG-Q train steps.
 
   python benchmarks/throughput.py --output results/benchmarks/throughput_gpu.json
-  python benchmarks/throughput.py --fake_cpu_devices 4 --image_size 64 --batch_size 8 --steps 2 --output results/benchmarks/throughput_cpu.json
+  python benchmarks/throughput.py --fake_cpu_devices 4 --fast_compile --image_size 64 --batch_size 4 --steps 1 --output results/benchmarks/throughput_cpu.json
 
 (from the repository root, with the package installed or PYTHONPATH=. on a machine without it).
 
@@ -17,8 +17,13 @@ Per config and variant:
   leaves out added: `measure.uncounted_loop_flops`) over all devices, divided by the global batch
   and by the updates per minibatch (ODG-Q replays each minibatch m = 4 times): FLOPs per image per
   optimizer update, what a run of `num_epochs` epochs of updates spends on each training image in
-  each epoch. Measured at --flops_image_size (default: the config's 224x224) by compiling the
-  step for abstract inputs (nothing runs), independent of the device.
+  each epoch. Counted for the step at --flops_image_size and --flops_batch_size (default: the
+  config's 224x224 and global batch, for which a run's per-step work on the replicated parameters
+  (quantizing the kernels, the optimizer) is a negligible share per image), compiled for abstract
+  inputs: nothing is allocated or run. The count is XLA's for the backend that compiles: on the
+  CPU the conv gradients are `odgq_jax/models/conv.py`'s matrix-product form and a bfloat16 step
+  counts the conversions to and from float32 that XLA:CPU inserts, so an accelerator's count
+  differs.
 - images_per_second_per_device: global batch x updates per minibatch / step seconds / devices,
   the step seconds being the median over --steps timed steps after WARMUP_STEPS, at --image_size
   (default: the config's) and --batch_size (default: the config's).
@@ -58,7 +63,8 @@ IMAGENET_CONFIGS = ("imagenet_resnet18_w4a4_odgq", "imagenet_birealnet18_odgq",
                     "imagenet_resnet50_w4a4_odgq")
 VARIANTS = ("natural", "odgq")
 NUM_CLASSES = 1000
-WARMUP_STEPS = 2
+# The first call of a compiled step allocates its buffers; later calls reuse them.
+WARMUP_STEPS = 1
 MAX_ODGQ_TO_NATURAL_FLOPS = 1.4
 FLOP_RATE_CONFIG = "imagenet_resnet50_w4a4_odgq"
 REFERENCE = {
@@ -76,10 +82,15 @@ flags.DEFINE_integer("image_size", None, "Side of the timed images (default: the
 flags.DEFINE_integer("flops_image_size", None, "Side of the images whose FLOPs are counted "
                      "(default: the config's).")
 flags.DEFINE_integer("batch_size", None, "Global batch of the timed steps (default: the config's).")
+flags.DEFINE_integer("flops_batch_size", None, "Global batch of the step whose FLOPs are counted "
+                     "(default: the config's).")
 flags.DEFINE_integer("steps", 5, "Timed steps per config and variant (0: FLOPs only).")
 flags.DEFINE_enum("compute_dtype", None, list(models.COMPUTE_DTYPES),
                   "Compute dtype (default: the config's).")
 flags.DEFINE_integer("fake_cpu_devices", None, "Run on this many fake CPU devices (a CPU machine).")
+flags.DEFINE_bool("fast_compile", False,
+                  "Compile with XLA's optimizations off (jax_disable_most_optimizations): several "
+                  "times faster to compile, the same operations counted, slower steps.")
 flags.DEFINE_string("output", "", "Write the results as JSON to this path.")
 FLAGS = flags.FLAGS
 
@@ -106,8 +117,22 @@ class VariantBenchmark:
         num_train_examples=default.IMAGENET_TRAIN_EXAMPLES)
     return method_state, self.method.method_state_sharding(method_state, self.mesh)
 
+  def compile(self, state, batch, learning_rate_fn):
+    """The compiled train step for (state, batch), concrete or abstract; its FLOPs per image over
+    all devices (module doc) and its compilation's seconds."""
+    jitted, _ = train.compile_steps(self.mesh, self.method, learning_rate_fn)
+    start = time.perf_counter()
+    traced = jitted.trace(state, batch)
+    compiled = traced.lower().compile()
+    compile_seconds = time.perf_counter() - start
+    # XLA analyses the program of one device, which sees 1/n of the batch.
+    flops = xla_flops(compiled) + uncounted_loop_flops(traced.jaxpr.jaxpr)
+    batch_size = batch["image"].shape[0]
+    flops_per_image = flops * self.mesh.size / (batch_size * self.method.updates_per_batch)
+    return compiled, flops_per_image, compile_seconds
+
   def flops_per_image(self, image_size: int, batch_size: int) -> float:
-    """Compiled FLOPs of one step over all devices / (batch x updates), for abstract inputs."""
+    """FLOPs per image of the step compiled for abstract inputs (nothing is allocated or run)."""
     image_shape = (image_size, image_size, 3)
     tx, learning_rate_fn = self.optimizer(batch_size)
     state = train.abstract_train_state(self.model, tx, image_shape, self.mesh,
@@ -116,15 +141,11 @@ class VariantBenchmark:
     batch = {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32,
                                            sharding=batch_sharding),
              "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=batch_sharding)}
-    jitted, _ = train.compile_steps(self.mesh, self.method, learning_rate_fn)
-    traced = jitted.trace(state, batch)
-    flops = xla_flops(traced.lower().compile()) + uncounted_loop_flops(traced.jaxpr.jaxpr)
-    # XLA analyses the program of one device, which sees 1/n of the batch.
-    return flops * self.mesh.size / (batch_size * self.method.updates_per_batch)
+    return self.compile(state, batch, learning_rate_fn)[1]
 
-  def step_seconds(self, image_size: int, batch_size: int, steps: int) -> dict[str, float]:
-    """Median wall seconds of `steps` train steps (after WARMUP_STEPS) on a synthetic batch, and
-    the compilation's seconds."""
+  def timed(self, image_size: int, batch_size: int, steps: int) -> dict[str, float]:
+    """The median wall seconds of `steps` train steps (after WARMUP_STEPS) on a synthetic batch,
+    the compilation's seconds and the step's FLOPs per image."""
     rng = np.random.default_rng(0)
     batch = parallel.make_global_batch({
         "image": rng.uniform(0, 1, (batch_size, image_size, image_size, 3)).astype(np.float32),
@@ -132,10 +153,7 @@ class VariantBenchmark:
     tx, learning_rate_fn = self.optimizer(batch_size)
     state = train.create_train_state(jax.random.PRNGKey(0), self.model, tx, batch["image"],
                                      self.mesh, *self.method_state(batch["image"].shape))
-    jitted, _ = train.compile_steps(self.mesh, self.method, learning_rate_fn)
-    start = time.perf_counter()
-    compiled = jitted.lower(state, batch).compile()
-    compile_seconds = time.perf_counter() - start
+    compiled, flops_per_image, compile_seconds = self.compile(state, batch, learning_rate_fn)
     seconds = []
     for i in range(WARMUP_STEPS + steps):
       start = time.perf_counter()
@@ -143,7 +161,8 @@ class VariantBenchmark:
       jax.block_until_ready(state)
       if i >= WARMUP_STEPS:
         seconds.append(time.perf_counter() - start)
-    return {"step_seconds": statistics.median(seconds), "compile_seconds": compile_seconds}
+    return {"step_seconds": statistics.median(seconds), "compile_seconds": compile_seconds,
+            "flops_per_image": flops_per_image}
 
 
 def measure(config_name: str, mesh: jax.sharding.Mesh) -> dict:
@@ -155,24 +174,30 @@ def measure(config_name: str, mesh: jax.sharding.Mesh) -> dict:
     image_size = FLAGS.image_size or config.image_size
     flops_image_size = FLAGS.flops_image_size or config.image_size
     batch_size = FLAGS.batch_size or config.batch_size
+    flops_batch_size = FLAGS.flops_batch_size or config.batch_size
     parallel.check_batch_divides(batch_size, mesh)
+    parallel.check_batch_divides(flops_batch_size, mesh)
     updates = benchmark.method.updates_per_batch
     entry = {"method": config.method.name, "model": config.model.name,
              "compute_dtype": config.compute_dtype, "updates_per_batch": updates,
-             "flops_image_size": flops_image_size,
-             "flops_per_image": benchmark.flops_per_image(flops_image_size, batch_size),
              "num_epochs": config.num_epochs}
     if FLAGS.steps:
-      timing = benchmark.step_seconds(image_size, batch_size, FLAGS.steps)
+      timing = benchmark.timed(image_size, batch_size, FLAGS.steps)
       entry |= {"image_size": image_size, "batch_size": batch_size, "timed_steps": FLAGS.steps,
-                **timing, "images_per_second_per_device":
+                "step_seconds": timing["step_seconds"],
+                "compile_seconds": timing["compile_seconds"],
+                "images_per_second_per_device":
                     batch_size * updates / timing["step_seconds"] / mesh.size}
+    entry["flops_image_size"], entry["flops_batch_size"] = flops_image_size, flops_batch_size
+    same_step = (image_size, batch_size) == (flops_image_size, flops_batch_size)
+    entry["flops_per_image"] = (timing["flops_per_image"] if FLAGS.steps and same_step
+                                else benchmark.flops_per_image(flops_image_size, flops_batch_size))
     entry["run_flops"] = (entry["flops_per_image"] * default.IMAGENET_TRAIN_EXAMPLES
                           * config.num_epochs)
     result[variant] = entry
     print(f"{config_name}:{variant}: {entry['flops_per_image'] / 1e9:.2f} GFLOPs per image at "
           f"{flops_image_size}x{flops_image_size}"
-          + (f", {entry['images_per_second_per_device']:.1f} images/s per device at "
+          + (f", {entry['images_per_second_per_device']:.3g} images/s per device at "
              f"{image_size}x{image_size}" if FLAGS.steps else ""), flush=True)
   ratio = result["odgq"]["flops_per_image"] / result["natural"]["flops_per_image"]
   result["odgq_to_natural_flops"] = ratio
@@ -205,7 +230,7 @@ def markdown_table(results: dict) -> str:
       lines.append(
           f"| {name} | {variant} | {r['flops_per_image'] / 1e9:.2f} | "
           f"{result['odgq_to_natural_flops']:.3f} | "
-          f"{'-' if throughput is None else f'{throughput:.1f}'} | {r['run_flops'] / 1e18:.1f} | "
+          f"{'-' if throughput is None else f'{throughput:.3g}'} | {r['run_flops'] / 1e18:.1f} | "
           f"{'-' if hours is None else f'{hours:.1f}'} |")
   return "\n".join(lines)
 
@@ -216,6 +241,8 @@ def main(argv):
   if FLAGS.fake_cpu_devices:
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", FLAGS.fake_cpu_devices)
+  if FLAGS.fast_compile:
+    jax.config.update("jax_disable_most_optimizations", True)
   mesh = parallel.create_mesh()
   machine = machine_info()
   results = {name: measure(name, mesh) for name in FLAGS.configs}
@@ -227,9 +254,11 @@ def main(argv):
       "reference": REFERENCE | {"flops_per_second_per_device": flops_per_second},
       "settings": {"devices": mesh.size, "backend": jax.default_backend(),
                    "image_size": FLAGS.image_size, "flops_image_size": FLAGS.flops_image_size,
-                   "batch_size": FLAGS.batch_size, "timed_steps": FLAGS.steps,
+                   "batch_size": FLAGS.batch_size, "flops_batch_size": FLAGS.flops_batch_size,
+                   "timed_steps": FLAGS.steps,
                    "warmup_steps": WARMUP_STEPS, "compute_dtype": FLAGS.compute_dtype,
-                   "fake_cpu_devices": FLAGS.fake_cpu_devices, "command": " ".join(sys.argv)},
+                   "fake_cpu_devices": FLAGS.fake_cpu_devices,
+                   "xla_optimizations": not FLAGS.fast_compile, "command": " ".join(sys.argv)},
       "machine": machine,
   }
   if FLAGS.output:

@@ -1,4 +1,5 @@
-"""Evaluates a trained checkpoint under the robustness protocol of docs/evaluation.md.
+"""Evaluates a trained checkpoint, or its export, under the robustness protocol of
+docs/evaluation.md.
 
   python launch/eval.py --checkpoint runs/cifar10_resnet20_w4a4_odgq \
       --substitute fp=runs/substitute_fp --substitute arch=runs/substitute_arch \
@@ -25,7 +26,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import numpy as np
 
 import odgq_jax
 from odgq_jax import checkpointing
@@ -34,9 +34,11 @@ from odgq_jax.data import input_pipeline
 from odgq_jax.evaluation import protocol as protocol_lib
 from odgq_jax.evaluation import report as report_lib
 from odgq_jax.evaluation import robustness
+from odgq_jax.export import artefact
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "The --workdir of the training run to evaluate.")
+flags.DEFINE_string("checkpoint", None, "The --workdir of the training run to evaluate, or its "
+                    "export (launch/export.py).")
 flags.DEFINE_multi_string("substitute", [],
                           "NAME=DIR substitute checkpoints, NAME in "
                           f"{protocol_lib.SUBSTITUTE_NAMES}.")
@@ -91,23 +93,6 @@ def _substitutes() -> dict[str, odgq_jax.Classifier]:
   return substitutes
 
 
-def _test_examples(classifier: odgq_jax.Classifier, num_examples: int | None):
-  config = classifier.config.copy_and_resolve_references()
-  # A split that is already sliced cannot be sliced again by name: it is read whole and cut below.
-  sliced = "[" in FLAGS.split
-  config.eval_split = (FLAGS.split if num_examples is None or sliced
-                       else f"{FLAGS.split}[:{num_examples}]")
-  config.eval_batch_size = jax.device_count() * 100
-  if FLAGS.data_dir is not None:
-    config.data_dir = FLAGS.data_dir
-  images, labels = [], []
-  for batch in input_pipeline.eval_batches(config):
-    images.append(batch["image"][batch["mask"]])
-    labels.append(batch["label"][batch["mask"]])
-  images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
-  return images[:num_examples], labels[:num_examples]
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -115,10 +100,11 @@ def main(argv):
   try:
     target = _load(FLAGS.checkpoint)
     substitutes = _substitutes()
-  except checkpointing.CheckpointError as e:
+  except (checkpointing.CheckpointError, artefact.ExportError) as e:
     sys.exit(f"error: {e}")
   protocol = protocol_lib.PROTOCOLS[FLAGS.protocol]
-  images, labels = _test_examples(target, FLAGS.num_examples or protocol.num_examples)
+  images, labels = input_pipeline.first_examples(
+      target.config, FLAGS.split, FLAGS.num_examples or protocol.num_examples, FLAGS.data_dir)
   target.check_images(images)
   logging.info("Evaluating %s (step %d) on %d examples of %s, protocol %s, eps %.4f, "
                "substitutes %s", FLAGS.checkpoint, target.step, len(images), FLAGS.split,

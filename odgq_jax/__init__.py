@@ -1,7 +1,8 @@
 """odgq-jax: adversarially robust quantized and binary networks (ODG-Q) in JAX/Flax.
 
-`odgq_jax.load_classifier(workdir)` loads a trained checkpoint for evaluation (see `classifier`);
-it is imported on first use, so that `import odgq_jax.quant` stays light.
+`odgq_jax.load_classifier(workdir)` loads a trained checkpoint, or its export (`odgq_jax.export`),
+for evaluation (see `classifier`); it is imported on first use, so that `import odgq_jax.quant`
+stays light.
 """
 import importlib
 

@@ -63,9 +63,14 @@ def _initializer(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformat
 def state_sharding(state: TrainState, mesh: Mesh, method_state_sharding: Any) -> TrainState:
   """The layout of a train state on `mesh`, in its structure: every leaf replicated but the
   method state's, laid out by `method_state_sharding` (`TrainingMethod.method_state_sharding`;
-  None: replicated too)."""
+  None: replicated too).
+
+  On a one-device mesh everything is replicated: a split over one device is no split, and XLA
+  reports the train step's outputs so; laid out the same way, the state goes in and out of the
+  step in one layout and the step compiles once.
+  """
   sharding = jax.tree.map(lambda _: parallel.replicated_sharding(mesh), state)
-  if method_state_sharding is None:
+  if method_state_sharding is None or mesh.size == 1:
     return sharding
   return sharding.replace(method_state=method_state_sharding)
 

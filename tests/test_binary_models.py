@@ -15,7 +15,7 @@ from odgq_jax import classifier as classifier_lib
 from odgq_jax import models
 from odgq_jax import quant
 from odgq_jax.models import bireal
-from odgq_jax.models.layers import QuantConv, QuantDense
+from odgq_jax.models.layers import QuantConv
 from tests import test_models
 
 SIGN_WEIGHTS = quant.make_quantizer("binary", ste="clipped", scale=True)

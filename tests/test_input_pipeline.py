@@ -11,17 +11,16 @@ import tensorflow_datasets as tfds
 
 from odgq_jax.data import crop_flip
 from odgq_jax.data import input_pipeline
+from tests import offline_data
 
-SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "tensorflow_datasets"
 NUM_MOCK_EXAMPLES = 50
 BATCH_SIZE = 8  # two examples on each of the four fake devices
 STEPS_PER_EPOCH = NUM_MOCK_EXAMPLES // BATCH_SIZE
 # (train, eval) split names; the mock metadata gives each the NUM_MOCK_EXAMPLES the mock yields.
 MOCK_SPLITS = {"cifar10": ("train", "test"), "imagenet2012": ("train", "validation")}
 
-requires_offline_cifar10 = pytest.mark.skipif(
-    not (SHARED_DATA_DIR / "cifar10_jpeg").exists(),
-    reason="no offline CIFAR-10 copy beside the checkout")
+SHARED_DATA_DIR = offline_data.SHARED_DATA_DIR
+requires_offline_cifar10 = offline_data.requires_offline_cifar10
 
 
 def make_config(**overrides) -> ml_collections.ConfigDict:

@@ -141,9 +141,12 @@ def test_a_nan_batch_stops_the_run_at_its_step_and_the_run_resumes_before_it(tmp
 
 
 # The smoke config cut to 4 steps of 32 images: checkpoints at steps 2 (evaluated) and 4.
-TINY_LAUNCH = ("--config.train_split=train[:64]", "--config.eval_split=test[:32]",
-               "--config.batch_size=32", "--config.eval_batch_size=32",
-               "--config.checkpoint_every_steps=2")
+TINY_LAUNCH = {"train_split": "train[:64]", "eval_split": "test[:32]", "batch_size": 32,
+               "eval_batch_size": 32, "checkpoint_every_steps": 2}
+
+
+def launch_flags(**overrides):
+  return [f"--config.{key}={value}" for key, value in (TINY_LAUNCH | overrides).items()]
 
 
 def error_lines(output):
@@ -166,7 +169,7 @@ def run_eval(workdir, *flags):
 
 @offline_data.requires_offline_cifar10
 def test_the_launcher_stops_a_diverging_run_with_one_line_and_exit_status_1(tmp_path):
-  code, output = test_launch.run_to_end(tmp_path, *TINY_LAUNCH, "--config.learning_rate=1e12")
+  code, output = test_launch.run_to_end(tmp_path, *launch_flags(learning_rate=1e12))
   assert code == 1, output
   assert re.match(r"error: step \d+: .+; the run stopped without saving this state",
                   assert_one_clear_line(output)), output
@@ -175,25 +178,29 @@ def test_the_launcher_stops_a_diverging_run_with_one_line_and_exit_status_1(tmp_
 
 @offline_data.requires_offline_cifar10
 def test_a_truncated_checkpoint_file_is_one_line_naming_the_checkpoints_to_use(tmp_path):
-  code, output = test_launch.run_to_end(tmp_path, *TINY_LAUNCH)
-  assert code == 0, output
+  # The run the launcher would make, made here (the same config.json, so it can resume).
+  config = smoke.get_config()
+  config.update(TINY_LAUNCH)
+  train.train_and_evaluate(config, str(tmp_path))
   assert test_launch.finished_steps(tmp_path) == [2, 4]
   damaged = tmp_path / checkpointing.CHECKPOINT_SUBDIR / "4"
-  largest = max((p for p in damaged.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-  os.truncate(largest, largest.stat().st_size // 2)
+  for path in (damaged / "default").rglob("*"):  # the state's files, each cut to half its size
+    if path.is_file():
+      os.truncate(path, path.stat().st_size // 2)
   expected = (rf"error: checkpoint {re.escape(str(damaged))} cannot be restored \(.+\); other "
               rf"checkpoints: step 2 \(evaluate one with launch/eval.py --step N, or delete "
               rf"{re.escape(str(damaged))} to resume training from the latest\)")
 
-  code, output = test_launch.run_to_end(tmp_path, *TINY_LAUNCH)
+  code, output = test_launch.run_to_end(tmp_path, *launch_flags())
   assert code == 1, output
   assert re.fullmatch(expected, assert_one_clear_line(output)), output
-  code, output = run_eval(tmp_path)
+  report = tmp_path / "eval" / "report.json"
+  quick_pgd20 = ("--attacks", "pgd20", "--num_examples", "8", "--batch_size", "8", "--output",
+                 str(report))
+  code, output = run_eval(tmp_path, *quick_pgd20)
   assert code == 1, output
   assert re.fullmatch(expected, assert_one_clear_line(output)), output
 
-  report = tmp_path / "eval" / "report.json"
-  code, output = run_eval(tmp_path, "--step", "2", "--attacks", "pgd20", "--num_examples", "8",
-                          "--batch_size", "8", "--output", str(report))
+  code, output = run_eval(tmp_path, "--step", "2", *quick_pgd20)
   assert code == 0, output
   assert json.loads(report.read_text())["checkpoint"]["step"] == 2

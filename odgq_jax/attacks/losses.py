@@ -30,7 +30,7 @@ DLR_DENOMINATOR_FLOOR = 1e-12
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-  """Cross-entropy -sum_c t_c log softmax(z)_c against t = (1 - s) onehot(y) + s / K, per example: [N].
+  """Cross-entropy -sum_c t_c log softmax(z)_c, per example [N], with t = (1 - s) onehot(y) + s / K.
 
   With s = 0 (attacks, and training without label smoothing) this is -log softmax(z)_y.
   Label smoothing: Szegedy et al. 2016, "Rethinking the Inception architecture for computer

@@ -180,6 +180,27 @@ def eval_batches(config: ml_collections.ConfigDict) -> Iterator[dict[str, np.nda
   return iter(tfds.as_numpy(_with_pipeline_options(batches)))
 
 
+def first_examples(config: ml_collections.ConfigDict, split: str, num_examples: int | None = None,
+                   data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """The first `num_examples` examples of `split` (all of it if None), preprocessed as for
+  evaluation: float32 images [N, H, W, C] in [0, 1] and int32 labels [N] (the examples an
+  evaluation attacks). `data_dir` replaces the config's. A split that is already sliced, such as
+  "train[45000:]", is read whole and cut.
+  """
+  config = config.copy_and_resolve_references()
+  sliced = "[" in split
+  config.eval_split = split if num_examples is None or sliced else f"{split}[:{num_examples}]"
+  config.eval_batch_size = jax.device_count() * 100
+  if data_dir is not None:
+    config.data_dir = data_dir
+  images, labels = [], []
+  for batch in eval_batches(config):
+    images.append(batch["image"][batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
+  images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
+  return images[:num_examples], labels[:num_examples]
+
+
 def _local_batch_size(global_batch_size: int, name: str) -> int:
   """This process's share of a global batch, which must split evenly over all devices."""
   num_devices = jax.process_count() * jax.local_device_count()

@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from odgq_jax.attacks import projection
 from odgq_jax.data import crop_flip
+from odgq_jax.methods import perturbation_bank
 
 INITIALIZATIONS = ("uniform", "zero")
 PIXEL_LEVELS = 255
@@ -164,8 +164,7 @@ def update(memory_state: dict[str, Any], batch: dict[str, jax.Array], rows: jax.
     velocity = memory_state["memory_momentum"][index]
     normaliser = jnp.maximum(jnp.mean(jnp.abs(grad), axis=(1, 2, 3), keepdims=True), 1e-12)
     direction = jnp.where(stepped, momentum * velocity + grad / normaliser, velocity)
-  new_rows = projection.project_linf(images + used + step_size * jnp.sign(direction), images,
-                                     eps) - images
+  new_rows = perturbation_bank.update_local(used, direction, images, step_size, eps)
   chosen = chose[:, None, None, None] > 0
   old_rows = jnp.where(chosen, rows, stored_values(table[index]))
   new_state["memory"] = table.at[index].set(

@@ -49,7 +49,8 @@ class QuantizedClassifier(nn.Module):
     input with `first_last_act_quantizer`;
   * every other conv or dense layer, shortcut 1x1 convs included, quantizes its kernel with
     `weight_quantizer` and its input with `act_quantizer`. These inputs follow a ReLU, so they are
-    non-negative and unsigned activation quantizers (PACT, LSQ unsigned) apply.
+    non-negative and unsigned activation quantizers (PACT, LSQ unsigned) apply; the binary
+    networks (`bireal`) binarize real-valued, signed inputs with the sign instead.
 
   Switchable precision (Double-Win Quant, Fu et al. 2021, after Jin et al. 2020's switchable
   BatchNorm): with `switchable_bits` = (b_1, .., b_P), the model is called with `precision=b`, one

@@ -20,26 +20,28 @@ def lsq_levels(x: jax.Array, step: jax.Array, min_level: int, max_level: int) ->
   return jnp.round(jnp.clip(x / step, min_level, max_level))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def lsq_quantize_ste(x: jax.Array, step: jax.Array, min_level: int, max_level: int,
-                     grad_scale: float) -> jax.Array:
+                     grad_scale: jax.Array) -> jax.Array:
   """round(clip(x / step, min_level, max_level)) * step, with LSQ's gradients.
 
   Gradients, with v = x / step:
     dy/dx = 1 if min_level <= v <= max_level else 0,
     dy/dstep = grad_scale * (round(v) - v if inside, min_level below, max_level above)
   (summed over the elements of x into step's scalar shape and dtype). The result has x's dtype.
+  `grad_scale` is a scalar array, not a constant, so that it can depend on a symbolic batch size
+  (a batch-polymorphic `jax.export`); its own cotangent is zero.
   """
   step_x = step.astype(x.dtype)
   return lsq_levels(x, step_x, min_level, max_level) * step_x
 
 
 def _lsq_fwd(x, step, min_level, max_level, grad_scale):
-  return lsq_quantize_ste(x, step, min_level, max_level, grad_scale), (x, step)
+  return lsq_quantize_ste(x, step, min_level, max_level, grad_scale), (x, step, grad_scale)
 
 
-def _lsq_bwd(min_level, max_level, grad_scale, residuals, grad_out):
-  x, step = residuals
+def _lsq_bwd(min_level, max_level, residuals, grad_out):
+  x, step, grad_scale = residuals
   scaled = x / step.astype(x.dtype)
   below = scaled < min_level
   above = scaled > max_level
@@ -48,7 +50,7 @@ def _lsq_bwd(min_level, max_level, grad_scale, residuals, grad_out):
   d_y_d_step = jnp.where(below, min_level,
                          jnp.where(above, max_level, jnp.round(scaled) - scaled))
   grad_step = grad_scale * jnp.sum(grad_out * d_y_d_step, dtype=step.dtype)
-  return grad_x, grad_step.reshape(step.shape)
+  return grad_x, grad_step.reshape(step.shape), jnp.zeros_like(grad_scale)
 
 
 lsq_quantize_ste.defvjp(_lsq_fwd, _lsq_bwd)
@@ -100,10 +102,14 @@ class LSQ(Quantizer):
     """Qp, the largest integer level."""
     return 2**(self.bits - 1) - 1 if self.signed else 2**self.bits - 1
 
-  def grad_scale(self, x: jax.Array) -> float:
-    """The step-gradient scale g = 1 / sqrt(N * Qp) for input `x` (see the class docstring)."""
+  def grad_scale(self, x: jax.Array) -> float | jax.Array:
+    """The step-gradient scale g = 1 / sqrt(N * Qp) for input `x` (see the class docstring); a
+    float32 array computed from N where N depends on a symbolic batch size (a signed quantizer in
+    a batch-polymorphic `jax.export`)."""
     elements_per_step = x.size if self.signed or x.ndim <= 1 else x.size // x.shape[0]
-    return 1.0 / math.sqrt(elements_per_step * self.max_level)
+    if isinstance(elements_per_step, int):
+      return 1.0 / math.sqrt(elements_per_step * self.max_level)
+    return 1.0 / jnp.sqrt(jnp.asarray(elements_per_step * self.max_level, jnp.float32))
 
   def init_params(self, x: jax.Array) -> dict[str, jax.Array]:
     mean_abs = jnp.mean(jnp.abs(x), dtype=param_dtype(x))
@@ -115,8 +121,9 @@ class LSQ(Quantizer):
     return jnp.maximum(jnp.abs(get_param(params, "step", "lsq")), MIN_STEP)
 
   def __call__(self, x: jax.Array, params: Params | None = None) -> jax.Array:
-    return lsq_quantize_ste(x, self.step_size(params), self.min_level, self.max_level,
-                            self.grad_scale(x))
+    step = self.step_size(params)
+    return lsq_quantize_ste(x, step, self.min_level, self.max_level,
+                            jnp.asarray(self.grad_scale(x), step.dtype))
 
   def integer_form(self, x: jax.Array, params: Params | None = None) -> IntegerTensor:
     step = self.step_size(params).astype(x.dtype)
