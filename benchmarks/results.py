@@ -368,7 +368,11 @@ def step_cost_table(step_cost: dict[str, Any], command: str | None) -> list[str]
            "", f"{settings['model']}, global batch {settings['batch_size']}, median of "
            f"{settings['timed_steps']} timed steps after {settings['warmup_steps']} warm-up steps, "
            f"one synthetic batch; {machine['cpu_count']} CPU cores ({machine['processor']}), JAX "
-           f"{machine['jax']} on {machine['backend']}. Command: {_code(command)}", "",
+           f"{machine['jax']} on {machine['backend']}; 1-minute load average "
+           f"{machine['load_average_at_start'][0]:.1f} at the start and "
+           f"{machine['load_average_at_end'][0]:.1f} at the end (other work on the machine makes "
+           "wall ratios noisy; the methods take turns step by step). Command: "
+           f"{_code(command)}", "",
            "| method | updates per minibatch | GFLOPs/update | FLOPs × natural | s/update | "
            "wall × natural | peak memory (MiB) |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

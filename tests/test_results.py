@@ -76,15 +76,17 @@ def test_a_run_dropped_into_results_appears_in_every_table_and_the_plot(tmp_path
   markdown = results.render_results(results_dir)
   row = next(line for line in markdown.splitlines() if line.startswith(f"| [{NEW_RUN}]"))
   assert "| fgsm_rs |" in row and "| 77.7 |" in row and "| 32.1 |" in row
-  assert "**12.3**" in row and "| 1.65 | 1.56 |" in row  # FLOPs and wall ratio of fgsm_rs
+  fgsm_rs_cost = results.load_step_cost(results_dir)["methods"]["fgsm_rs"]
+  ratios = f"| {fgsm_rs_cost['flops_ratio']:.2f} | {fgsm_rs_cost['wall_ratio']:.2f} |"
+  assert "**12.3**" in row and ratios in row  # FLOPs and wall ratio of fgsm_rs
   training = next(line for line in markdown.splitlines() if line.startswith(f"| {NEW_RUN} |"))
   assert "| 50.0 61.2 | **61.23** | 780 | 1 h 02 min | 0.50 |" in training
   assert f"- {NEW_RUN}: train not recorded" in markdown  # no commands.json, not from train.py
   headline = results.render_headline(results_dir)
   assert f"[{NEW_RUN}](results/{NEW_RUN}/)" in headline and "**12.3**" in headline
   points = results.plot_points(results.load_runs(results_dir), results.load_step_cost(results_dir))
-  assert {"run": NEW_RUN, "group": "resnet20 W4A4 on cifar10_jpeg", "wall_ratio": 1.5643,
-          "worst_case": 12.3} in points
+  assert {"run": NEW_RUN, "group": "resnet20 W4A4 on cifar10_jpeg",
+          "wall_ratio": round(fgsm_rs_cost["wall_ratio"], 4), "worst_case": 12.3} in points
   plot = tmp_path / "plot.png"
   results.write_plot(points, plot)
   assert results.read_plot_points(plot) == points
