@@ -1,7 +1,7 @@
 """Throughput and compiled FLOPs per image of the ImageNet configs' natural and ODG-Q train steps.
 
   python benchmarks/throughput.py --output results/benchmarks/throughput_gpu.json
-  python benchmarks/throughput.py --fake_cpu_devices 4 --fast_compile --image_size 64 --batch_size 4 --steps 1 --output results/benchmarks/throughput_cpu.json
+  python benchmarks/throughput.py --fake_cpu_devices 4 --fast_compile --image_size 64 --batch_size 4 --steps 3 --output results/benchmarks/throughput_cpu.json
 
 (from the repository root, with the package installed or PYTHONPATH=. on a machine without it).
 
