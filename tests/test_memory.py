@@ -36,15 +36,8 @@ def memory_config(**overrides):
 
 
 def run_memory_steps(mesh, num_batches, config):
-  method = methods.create_method_for_run(config)
-  state, lr_fn = test_train.make_state(config, mesh, method=method,
-                                       num_train_examples=NUM_EXAMPLES)
-  train_step, _ = train.compile_steps(mesh, method, lr_fn)
-  losses = []
-  for batch in geometry_batches(num_batches):
-    state, metrics = train_step(state, parallel.make_global_batch(batch, mesh))
-    losses.append(float(metrics.compute()["loss"]))
-  return state, losses, train_step
+  return test_train.run_method_steps(mesh, num_batches, config, geometry_batches(num_batches),
+                                     NUM_EXAMPLES)
 
 
 def test_the_stored_frame_map_is_the_transpose_of_the_crop_and_flip():

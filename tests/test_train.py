@@ -73,13 +73,15 @@ def run_steps(mesh, num_steps, config=None):
   return state, losses, train_step
 
 
-def run_method_steps(mesh, num_batches, config):
-  """Trains with `config.method` on synthetic batches: (state, losses, jitted train step)."""
+def run_method_steps(mesh, num_batches, config, batches=None, num_train_examples=None):
+  """Trains with `config.method` on `batches` (default: synthetic ones) from a training split of
+  `num_train_examples` (default: the batches' examples): (state, losses, jitted train step)."""
   method = methods.create_method_for_run(config)
-  state, lr_fn = make_state(config, mesh, method=method, num_train_examples=BATCH * num_batches)
+  state, lr_fn = make_state(config, mesh, method=method,
+                            num_train_examples=num_train_examples or BATCH * num_batches)
   train_step, _ = train.compile_steps(mesh, method, lr_fn)
   losses = []
-  for batch in synthetic_batches(num_batches):
+  for batch in batches or synthetic_batches(num_batches):
     state, metrics = train_step(state, parallel.make_global_batch(batch, mesh))
     losses.append(float(metrics.compute()["loss"]))
   return state, losses, train_step
