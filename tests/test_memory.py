@@ -47,7 +47,8 @@ def test_the_stored_frame_map_is_the_transpose_of_the_crop_and_flip():
   offset = jnp.array([[0, 8], [4, 4], [7, 1]])
   flip = jnp.array([True, False, True])
   forward = crop_flip.to_augmented_frame(stored, offset, flip)
-  back, visible = crop_flip.to_stored_frame(augmented, offset, flip)
+  back = crop_flip.to_stored_frame(augmented, offset, flip)
+  visible = crop_flip.visible_in_stored_frame(augmented.shape, offset, flip)
   np.testing.assert_allclose(jnp.vdot(forward, augmented), jnp.vdot(stored, back), rtol=1e-5)
   # The identity crop shows everything; a crop at (0, 8) cuts 4 rows and 4 columns away.
   assert float(visible[1].min()) == 1.0

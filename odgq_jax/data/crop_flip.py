@@ -8,7 +8,8 @@ the augmented frame is linear, A(d)[i, j] = pad(d)[top + i, left + j'] with j' =
 so a quantity kept in the stored frame (ODG-Q's per-example memory of perturbations) follows the
 image under augmentation with `to_augmented_frame`, and the stored-frame value of an
 augmented-frame array is its transpose, `to_stored_frame` (A^T: each visible pixel back in place,
-zero where the crop cut the stored pixel away). This module imports no TensorFlow.
+zero where the crop cut the stored pixel away; `visible_in_stored_frame` says which). This module
+imports no TensorFlow.
 """
 from __future__ import annotations
 
@@ -45,16 +46,21 @@ def to_augmented_frame(stored: jax.Array, crop_offset: jax.Array, flip: jax.Arra
 
 
 def to_stored_frame(augmented: jax.Array, crop_offset: jax.Array, flip: jax.Array,
-                    pad: int = PAD_PIXELS) -> tuple[jax.Array, jax.Array]:
-  """A^T(a) and the visibility mask A^T(1): augmented-frame arrays back to the stored frame.
+                    pad: int = PAD_PIXELS) -> jax.Array:
+  """A^T(a): augmented-frame arrays [N, H, W, C] back to the stored frame.
 
   Returns:
-    (values, visible), both [N, H, W, C]: each stored pixel's value in `augmented` where the crop
-    kept it (visible 1), zero where the crop cut it away (visible 0).
+    [N, H, W, C]: each stored pixel's value in `augmented` where the crop kept it, zero where the
+    crop cut it away.
   """
   transpose = jax.linear_transpose(
       lambda stored: to_augmented_frame(stored, crop_offset, flip, pad),
       jax.ShapeDtypeStruct(augmented.shape, augmented.dtype))
   (values,) = transpose(augmented)
-  (visible,) = transpose(jnp.ones_like(augmented))
-  return values, visible
+  return values
+
+
+def visible_in_stored_frame(shape: tuple[int, ...], crop_offset: jax.Array, flip: jax.Array,
+                            pad: int = PAD_PIXELS) -> jax.Array:
+  """A^T(1) [N, H, W, C]: 1 where the crop kept the stored pixel, 0 where it cut it away."""
+  return to_stored_frame(jnp.ones(shape), crop_offset, flip, pad)

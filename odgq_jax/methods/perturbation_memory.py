@@ -154,10 +154,10 @@ def update(memory_state: dict[str, Any], batch: dict[str, jax.Array], rows: jax.
   """
   table = memory_state["memory"]
   index, offset, flip = batch["index"], batch["crop_offset"], batch["flip"]
-  images, _ = crop_flip.to_stored_frame(batch["image"], offset, flip)
-  used, visible = crop_flip.to_stored_frame(used_delta, offset, flip)
-  grad, _ = crop_flip.to_stored_frame(image_grad, offset, flip)
-  stepped = visible > 0
+  images = crop_flip.to_stored_frame(batch["image"], offset, flip)
+  used = crop_flip.to_stored_frame(used_delta, offset, flip)
+  grad = crop_flip.to_stored_frame(image_grad, offset, flip)
+  stepped = crop_flip.visible_in_stored_frame(used_delta.shape, offset, flip) > 0
   direction = grad
   new_state = dict(memory_state)
   if "memory_momentum" in memory_state:
