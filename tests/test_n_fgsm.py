@@ -48,12 +48,7 @@ def test_n_fgsm_perturbations_reach_past_the_eps_ball_but_not_past_noise_plus_st
 
 def test_n_fgsm_on_four_devices_matches_one_device():
   config = n_fgsm_config()
-  one_device, four_devices = (parallel.create_mesh(jax.devices()[:n]) for n in (1, 4))
-  state1, losses1, _ = test_train.run_method_steps(one_device, 3, config)
-  state4, losses4, _ = test_train.run_method_steps(four_devices, 3, config)
-  np.testing.assert_allclose(losses1, losses4, rtol=1e-4)
-  for a, b in zip(jax.tree.leaves(state1.params), jax.tree.leaves(state4.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  test_train.assert_four_devices_match_one_device(config)
 
 
 @pytest.mark.parametrize("options,message", [

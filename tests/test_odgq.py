@@ -168,13 +168,7 @@ def test_a_carried_local_domain_alone_with_beta_zero_trains_as_free_at():
 
 def test_odgq_on_four_devices_matches_one_device():
   config = odgq_config(replays=2, selection="per_example")
-  one_device, four_devices = (parallel.create_mesh(jax.devices()[:n]) for n in (1, 4))
-  state1, losses1, _ = test_train.run_method_steps(one_device, 3, config)
-  state4, losses4, _ = test_train.run_method_steps(four_devices, 3, config)
-  np.testing.assert_allclose(losses1, losses4, rtol=1e-4)
-  for a, b in zip(jax.tree.leaves((state1.params, state1.method_state)),
-                  jax.tree.leaves((state4.params, state4.method_state))):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  test_train.assert_four_devices_match_one_device(config)
 
 
 @pytest.mark.parametrize("carry_over", [False, True])

@@ -28,13 +28,7 @@ def test_free_at_perturbation_is_split_over_the_devices_like_the_batch():
 
 def test_free_at_on_four_devices_matches_one_device():
   config = free_at_config()
-  one_device, four_devices = (parallel.create_mesh(jax.devices()[:n]) for n in (1, 4))
-  state1, losses1, _ = test_train.run_method_steps(one_device, 3, config)
-  state4, losses4, _ = test_train.run_method_steps(four_devices, 3, config)
-  np.testing.assert_allclose(losses1, losses4, rtol=1e-4)
-  for a, b in zip(jax.tree.leaves((state1.params, state1.method_state)),
-                  jax.tree.leaves((state4.params, state4.method_state))):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  test_train.assert_four_devices_match_one_device(config)
 
 
 def test_a_checkpoint_restores_the_perturbation_split_over_the_devices(tmp_path):

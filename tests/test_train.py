@@ -87,6 +87,23 @@ def run_method_steps(mesh, num_batches, config, batches=None, num_train_examples
   return state, losses, train_step
 
 
+def assert_four_devices_match_one_device(config, num_batches=3, batches=None,
+                                         num_train_examples=None):
+  """Runs `config.method` on a 1-device and a 4-device mesh and asserts that the losses, the
+  parameters and the method state agree; returns the two final states."""
+  one_device, four_devices = (parallel.create_mesh(jax.devices()[:n]) for n in (1, 4))
+  state1, losses1, _ = run_method_steps(one_device, num_batches, config, batches,
+                                        num_train_examples)
+  state4, losses4, _ = run_method_steps(four_devices, num_batches, config, batches,
+                                        num_train_examples)
+  np.testing.assert_allclose(losses1, losses4, rtol=1e-4)
+  assert state1.method_state.keys() == state4.method_state.keys()
+  for a, b in zip(jax.tree.leaves((state1.params, state1.method_state)),
+                  jax.tree.leaves((state4.params, state4.method_state))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  return state1, state4
+
+
 def test_learning_rate_schedule_warms_up_then_decays_to_zero():
   config = tiny_config()
   config.num_epochs, config.warmup_epochs, config.learning_rate = 4, 1, 0.1
