@@ -62,6 +62,7 @@ RUN_RECORD_FILE = "run.json"
 COMMANDS_FILE = "commands.json"
 STEP_COST_FILE = "step_cost.json"
 EXPORT_SIZE_FILE = "export_size.json"
+THROUGHPUT_PREFIX = "throughput"
 AUTOATTACK_PREFIX = "autoattack_comparison"
 NOT_RECORDED = "not recorded"
 
@@ -451,6 +452,36 @@ def export_size_table(export_size: dict[str, Any], command: str | None) -> list[
   return lines + [""]
 
 
+def throughput_table(file_name: str, throughput: dict[str, Any], command: str | None) -> list[str]:
+  """Images/s per device and compiled FLOPs per image of each ImageNet config's two steps."""
+  settings, machine, reference = (throughput["settings"], throughput["machine"],
+                                  throughput["reference"])
+  lines = [f"### Throughput of the ImageNet configs (`results/{BENCHMARKS_SUBDIR}/{file_name}`)",
+           "", f"Synthetic data, {settings['devices']} {settings['backend']} devices"
+           f"{' (fake CPU devices)' if settings['fake_cpu_devices'] else ''}, "
+           f"{machine['cpu_count']} CPU cores, JAX {machine['jax']}; images/s at "
+           f"{settings['image_size']}x{settings['image_size']}, global batch "
+           f"{settings['batch_size']}, median of {settings['timed_steps']} timed steps (an ODG-Q "
+           "step runs every replay of one minibatch, so its images/s counts each image once per "
+           "update). FLOPs per image are XLA's count of the compiled step at each config's own "
+           "resolution and batch, and do not depend on the device. The last column is the run's "
+           f"FLOPs at the FLOP rate of the {reference['what']} "
+           f"({reference['images_per_second_per_device']:.0f} images/s per GPU). "
+           f"Command: {_code(command)}", "",
+           "| config | step | compute dtype | updates per minibatch | images/s per device | "
+           "GFLOPs per image | FLOPs × natural | h on 8 V100 (est.) |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+  for name, variants in throughput["configs"].items():
+    for step in ("natural", "odgq"):
+      r = variants[step]
+      ratio = 1.0 if step == "natural" else variants["odgq_to_natural_flops"]
+      lines.append(f"| `configs/{name}.py` | {step} | {r['compute_dtype']} | "
+                   f"{r['updates_per_batch']} | {r['images_per_second_per_device']:.2f} | "
+                   f"{r['flops_per_image'] / 1e9:.2f} | {ratio:.3f} | "
+                   f"{r['hours_on_8_v100_at_flax_rate']:.2f} |")
+  return lines + [""]
+
+
 def benchmarks_section(results_dir: Path) -> list[str]:
   directory = results_dir / BENCHMARKS_SUBDIR
   if not directory.is_dir():
@@ -472,6 +503,9 @@ def benchmarks_section(results_dir: Path) -> list[str]:
     lines += export_size_table(_read_json(directory / EXPORT_SIZE_FILE),
                                commands.get(EXPORT_SIZE_FILE))
     rendered.add(EXPORT_SIZE_FILE)
+  for path in sorted(directory.glob(f"{THROUGHPUT_PREFIX}*.json")):
+    lines += throughput_table(path.name, _read_json(path), commands.get(path.name))
+    rendered.add(path.name)
   others = sorted(p.name for p in directory.glob("*.json")
                   if p.name not in rendered and p.name != COMMANDS_FILE)
   if others:
