@@ -10,7 +10,10 @@ import odgq_jax
 from configs import smoke
 from odgq_jax import methods
 from odgq_jax import parallel
+from odgq_jax.methods import adversarial
 from odgq_jax.methods import alignment
+from odgq_jax.methods import base
+from odgq_jax.methods import odgq
 from odgq_jax.methods import perturbation_bank as bank
 from odgq_jax import train
 from tests import test_input_pipeline
@@ -152,6 +155,39 @@ def test_eps_warmup_keeps_the_bank_inside_the_growing_ball_and_compiles_once():
   assert train_step._cache_size() == 1  # the radius is traced, not a compile-time constant
 
 
+def test_fresh_step_moves_p_of_every_q_examples_by_one_fgsm_step_from_their_perturbation():
+  images = jax.random.uniform(jax.random.PRNGKey(0), (12, 4, 4, 3))
+  weights = jax.random.normal(jax.random.PRNGKey(1), (48, 10))
+  logits_fn = lambda x: x.reshape(x.shape[0], -1) @ weights
+  labels = jnp.arange(12) % 10
+  start = jnp.clip(images + 1 / 255, 0, 1)
+  stepped = odgq.fresh_sign_step(logits_fn, images, start, labels, fraction=2 / 3, eps=EPS,
+                                 step_size=4 / 255)
+  chosen = np.array([r for r in range(12) if r % 3 < 2])
+  others = np.array([r for r in range(12) if r % 3 == 2])
+  np.testing.assert_array_equal(stepped[others], start[others])
+  expected = adversarial.sign_gradient_ascent(
+      lambda x: jnp.sum(base.cross_entropy(logits_fn(x), labels[chosen])), images[chosen],
+      start[chosen], eps=EPS, step_size=4 / 255, num_steps=1)
+  np.testing.assert_allclose(stepped[chosen], expected, atol=1e-7)
+  assert float(jnp.abs(stepped - images).max()) <= EPS + 1e-6
+  with pytest.raises(ValueError, match="the batch of 12 is not a multiple of 8"):
+    odgq.fresh_sign_step(logits_fn, images, start, labels, fraction=5 / 8, eps=EPS,
+                         step_size=4 / 255)
+
+
+@pytest.mark.parametrize("fraction", [0.1234, 1.5, -0.5, True])
+def test_a_fresh_step_fraction_that_is_not_a_small_fraction_is_an_error(fraction):
+  with pytest.raises(ValueError, match="fresh_step_fraction must be"):
+    methods.create_method(methods.method_config("odgq", fresh_step_fraction=fraction))
+
+
+def test_fresh_step_training_matches_on_one_and_four_devices():
+  config = odgq_config(domains=("random",), global_step_sizes=(), replays=1, beta=0.0,
+                       fresh_step_fraction=0.5)
+  test_train.assert_four_devices_match_one_device(config)
+
+
 def test_a_carried_local_domain_alone_with_beta_zero_trains_as_free_at():
   mesh = parallel.create_mesh(jax.devices()[:1])
   odgq_state, odgq_losses, _ = test_train.run_method_steps(mesh, 3, odgq_config(
@@ -162,7 +198,9 @@ def test_a_carried_local_domain_alone_with_beta_zero_trains_as_free_at():
   np.testing.assert_allclose(odgq_losses, free_losses, rtol=1e-5)
   np.testing.assert_allclose(odgq_state.method_state["local"], free_state.method_state["delta"],
                              atol=1e-6)
-  for a, b in zip(jax.tree.leaves(odgq_state.params), jax.tree.leaves(free_state.params)):
+  # beta = 0 skips the natural forward, so the running BatchNorm statistics match too
+  for a, b in zip(jax.tree.leaves((odgq_state.params, odgq_state.batch_stats)),
+                  jax.tree.leaves((free_state.params, free_state.batch_stats))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

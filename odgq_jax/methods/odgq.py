@@ -7,7 +7,11 @@ online from the training's own backward pass, makes the quantized network robust
   1. select a domain k from the perturbation bank, for the batch or per example
      (`perturbation_bank.py`);
   2. x_adv = clip(x0 + delta_k, 0, 1), ||delta_k||_inf <= eps;
-  3. forward x0 (forward-only by default: stop-gradient) and x_adv;
+     optionally (`fresh_step_fraction` f > 0) the examples of a fraction f of the batch first take
+     one sign-gradient step on the current network, x_adv <- P(x_adv + alpha_f sign(grad_x
+     CE(f(x_adv), y))) (an FGSM step from the domain's perturbation, as FGSM-PGI starts from its
+     prior; one extra forward and input-gradient pass on those examples);
+  3. forward x0 (forward-only by default: stop-gradient; skipped when beta = 0) and x_adv;
   4. loss = CE(f(x_adv), y) + beta * Align(f(x0), f(x_adv))  (`alignment.py`; KL by default);
   5. one backward pass gives the parameter gradients and g = dLoss/dx_adv;
   6. the optimizer updates the network (quantizer parameters included) and g updates the bank.
@@ -20,6 +24,7 @@ this project's and is an option here; see docs/method.md.
 from __future__ import annotations
 
 import dataclasses
+import fractions
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +37,8 @@ from odgq_jax.methods import base
 from odgq_jax.methods import perturbation_bank as bank
 from odgq_jax.methods import perturbation_memory as memory
 from odgq_jax.methods.registry import register
+
+MAX_FRESH_STEP_DENOMINATOR = 16
 
 
 @register("odgq")
@@ -57,6 +64,12 @@ class ODGQ(base.TrainingMethod):
     memory_step_size: alpha of the memory domain's sign-gradient step.
     memory_momentum: mu of the memory domain's momentum (0: plain sign steps).
     memory_initialization: where an example's memory starts: "uniform" in the eps-ball, or "zero".
+    fresh_step_fraction: f = p/q (q <= 16), the fraction of each minibatch whose perturbation
+      takes one fresh sign-gradient step on the current network before the update (step 2 of the
+      module doc): the examples at positions r with r mod q < p, so that each device's shard keeps
+      its share when its batch is a multiple of q. 0 (the default): none. The extra cost is about
+      2/3 f of an update (a forward and an input-gradient pass on f of the batch).
+    fresh_step_size: alpha_f of that step.
     replays: m, the optimizer updates made on each minibatch.
     selection: "uniform", "per_example" or "loss_weighted".
     selection_temperature: T of the loss-weighted selection.
@@ -74,6 +87,8 @@ class ODGQ(base.TrainingMethod):
   memory_step_size: float = 8 / 255
   memory_momentum: float = 0.0
   memory_initialization: str = "uniform"
+  fresh_step_fraction: float = 0.0
+  fresh_step_size: float = 8 / 255
   replays: int = 4
   selection: str = "uniform"
   selection_temperature: float = 1.0
@@ -101,6 +116,8 @@ class ODGQ(base.TrainingMethod):
     adversarial.check_radius_and_step("odgq", self.eps, self.local_step_size)
     adversarial.check_radius_and_step("odgq", self.eps, self.memory_step_size)
     adversarial.check_nonnegative("odgq", "memory_momentum", self.memory_momentum)
+    adversarial.check_radius_and_step("odgq", self.eps, self.fresh_step_size)
+    fresh_fraction(self.fresh_step_fraction)
     adversarial.check_count("odgq", "replays", self.replays)
     adversarial.check_count("odgq", "eps_warmup_updates", self.eps_warmup_updates, minimum=0)
 
@@ -191,15 +208,24 @@ class ODGQ(base.TrainingMethod):
           weights, self._candidates(state.method_state.get("universal"), universal_class,
                                     local_delta, memory_delta, random_key, images, eps))
       adversarial_images = projection.clip_to_box(images + delta)
+      if self.fresh_step_fraction:
+        adversarial_images = fresh_sign_step(
+            base.train_mode_logits_fn(state), images, adversarial_images, labels,
+            fraction=self.fresh_step_fraction, eps=eps,
+            step_size=self.fresh_step_size * eps_scale)
 
       def loss_fn(params, adversarial_images):
-        natural_params = params if self.natural_branch_grad else jax.lax.stop_gradient(params)
-        natural_logits, batch_stats = base.apply_train_mode(state, natural_params,
-                                                            state.batch_stats, images)
+        batch_stats = state.batch_stats
+        if self.beta:
+          natural_params = params if self.natural_branch_grad else jax.lax.stop_gradient(params)
+          natural_logits, batch_stats = base.apply_train_mode(state, natural_params, batch_stats,
+                                                              images)
         logits, batch_stats = base.apply_train_mode(state, params, batch_stats,
                                                     adversarial_images)
         per_example_ce = base.cross_entropy(logits, labels, self.label_smoothing)
-        loss = per_example_ce.mean() + self.beta * align(natural_logits, logits)
+        loss = per_example_ce.mean()
+        if self.beta:
+          loss += self.beta * align(natural_logits, logits)
         return loss, (logits, batch_stats, per_example_ce)
 
       (loss, (logits, batch_stats, per_example_ce)), (grads, image_grad) = jax.value_and_grad(
@@ -229,6 +255,56 @@ class ODGQ(base.TrainingMethod):
     if self.local_carry_over:
       state = state.replace(method_state=dict(state.method_state, local=local_delta))
     return state, output
+
+
+def fresh_fraction(value: float) -> fractions.Fraction:
+  """`fresh_step_fraction` as p/q with q <= MAX_FRESH_STEP_DENOMINATOR.
+
+  Raises:
+    ValueError: the value is outside [0, 1] or no such fraction.
+  """
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    raise ValueError(f"odgq: fresh_step_fraction must be a number in [0, 1], got {value!r}")
+  fraction = fractions.Fraction(value).limit_denominator(MAX_FRESH_STEP_DENOMINATOR)
+  if abs(float(fraction) - value) > 1e-6:
+    raise ValueError(
+        f"odgq: fresh_step_fraction must be p/q with q <= {MAX_FRESH_STEP_DENOMINATOR} (e.g. 0.5, "
+        f"9/16 = 0.5625), got {value!r}")
+  return fraction
+
+
+def fresh_sign_step(logits_fn, images: jax.Array, adversarial_images: jax.Array,
+                    labels: jax.Array, *, fraction: float, eps: jax.Array | float,
+                    step_size: jax.Array | float) -> jax.Array:
+  """x_adv <- P(x_adv + alpha sign(grad_x CE(f(x_adv), y))) for the rows r with r mod q < p.
+
+  Args:
+    logits_fn: f, the train-mode network (`base.train_mode_logits_fn`); its batch statistics are
+      those of the stepped rows.
+    images: the clean images x0 [N, ...], the centres of the eps-balls.
+    adversarial_images: x_adv [N, ...], in the balls and in [0, 1].
+    labels: int labels [N].
+    fraction: p/q (`fresh_fraction`); N must be a multiple of q.
+    eps: L-inf radius of P.
+    step_size: alpha.
+
+  Returns:
+    x_adv with the rows r mod q < p stepped (without gradient) and the other rows unchanged.
+  """
+  fresh = fresh_fraction(fraction)
+  p, q = fresh.numerator, fresh.denominator
+  n = images.shape[0]
+  if n % q:
+    raise ValueError(f"odgq: fresh_step_fraction={fraction} steps {p} of every {q} examples; the "
+                     f"batch of {n} is not a multiple of {q}")
+  grouped = lambda x: x.reshape(n // q, q, *x.shape[1:])
+  chosen = lambda x: grouped(x)[:, :p].reshape(n // q * p, *x.shape[1:])
+  chosen_labels = chosen(labels)
+  objective = lambda x: jnp.sum(base.cross_entropy(logits_fn(x), chosen_labels))
+  stepped = adversarial.sign_gradient_ascent(objective, chosen(images), chosen(adversarial_images),
+                                             eps=eps, step_size=step_size, num_steps=1)
+  return grouped(adversarial_images).at[:, :p].set(
+      stepped.reshape(n // q, p, *stepped.shape[1:])).reshape(adversarial_images.shape)
 
 
 def _check_choice(name, value, allowed, each=False):
