@@ -200,10 +200,11 @@ def get_config() -> ml_collections.ConfigDict:
   # 0.4 with smoothing 0.1 reached 85.12% and 84.28% held-out accuracy (seeds 0 and 1), 0.2 with
   # smoothing 84.04% (seed 0), 0.1 without smoothing 83.04% (docs/experiments.md, "Training
   # recipe"). The robust methods keep 0.2 and no smoothing: see robust_training.
+  config.optimizer = "sgd"  # or "adam"
   config.learning_rate = 0.4  # peak, reached after the warm-up
   config.warmup_epochs = 0.5
-  config.momentum = 0.9
-  config.nesterov = True
+  config.momentum = 0.9  # SGD's
+  config.nesterov = True  # SGD's
   config.weight_decay = 5e-4  # on conv and dense kernels only
   config.label_smoothing = 0.1  # natural training only: see robust_training
 

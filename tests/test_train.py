@@ -133,6 +133,19 @@ def test_weight_decay_only_on_kernels():
   assert any("scale" in p for p in not_decayed)  # nor BatchNorm scales
 
 
+def test_adam_takes_steps_of_about_the_learning_rate_and_an_unknown_optimizer_is_an_error():
+  config = tiny_config()
+  config.optimizer, config.weight_decay = "adam", 0.0
+  tx = train.create_optimizer(config, lambda count: 0.01)
+  params = {"kernel": jnp.ones((3,))}
+  updates, _ = tx.update({"kernel": jnp.array([1e-3, -5.0, 20.0])}, tx.init(params), params)
+  # Adam's first step is lr * sign(g) whatever the gradient's scale, unlike SGD's lr * g
+  np.testing.assert_allclose(updates["kernel"], [-0.01, 0.01, -0.01], rtol=1e-3)
+  config.optimizer = "lamb"
+  with pytest.raises(ValueError, match=r"optimizer must be one of \('sgd', 'adam'\), got 'lamb'"):
+    train.create_optimizer(config, lambda count: 0.01)
+
+
 def test_a_few_steps_reduce_the_loss():
   _, losses, _ = run_steps(parallel.create_mesh(jax.devices()[:1]), 30)
   assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])

@@ -1,4 +1,10 @@
-"""Learning-rate schedule and optimizer: SGD (Nesterov) with warm-up + cosine decay.
+"""Learning-rate schedule and optimizer: SGD (Nesterov) or Adam, with warm-up + cosine decay.
+
+`config.optimizer`: "sgd", SGD with momentum `config.momentum` (Nesterov if `config.nesterov`), the
+ResNet recipe; or "adam", Adam (Kingma & Ba 2015, beta1 0.9, beta2 0.999), which trains binary
+networks better than SGD: its second moment revives latent weights whose gradient the sign's
+straight-through estimator has starved (Liu et al. ICML 2021, "How do Adam and training strategies
+help BNNs optimization?").
 
 Weight decay is applied only to conv and dense kernels (parameters named `kernel`), never to
 BatchNorm scales/biases, layer biases or quantizer parameters (PACT's `alpha`, LSQ's `step`), as in
@@ -13,6 +19,8 @@ import ml_collections
 import optax
 
 from odgq_jax import models
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict,
@@ -42,8 +50,17 @@ def weight_decay_mask(params: Any) -> Any:
 
 def create_optimizer(config: ml_collections.ConfigDict,
                      learning_rate_fn: Callable[[Any], Any]) -> optax.GradientTransformation:
-  """SGD with (Nesterov) momentum; L2 weight decay (wd * kernel) added to the kernel gradients."""
+  """`config.optimizer` (module doc), with L2 weight decay (wd * kernel) added to the kernel
+  gradients before it.
+
+  Raises:
+    ValueError: `config.optimizer` is not one of OPTIMIZERS.
+  """
+  if config.optimizer == "sgd":
+    update = optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov)
+  elif config.optimizer == "adam":
+    update = optax.adam(learning_rate_fn)
+  else:
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
   return optax.chain(
-      optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask),
-      optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov),
-  )
+      optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask), update)
