@@ -61,6 +61,7 @@ REPORT_FILE = "report.json"
 RUN_RECORD_FILE = "run.json"
 COMMANDS_FILE = "commands.json"
 STEP_COST_FILE = "step_cost.json"
+STEP_COST_CONFIG_PREFIX = "cifar10_resnet20_w4a4"  # benchmarks/step_cost.py's configs
 EXPORT_SIZE_FILE = "export_size.json"
 THROUGHPUT_PREFIX = "throughput"
 AUTOATTACK_PREFIX = "autoattack_comparison"
@@ -194,11 +195,30 @@ def load_step_cost(results_dir: Path) -> dict[str, Any] | None:
   return _read_json(path) if path.exists() else None
 
 
+def step_cost_name(train_command: str | None) -> str | None:
+  """The name `benchmarks/step_cost.py --methods` gives the config of `train_command`: the suffix
+  of configs/cifar10_resnet20_w4a4_<name>.py ("natural" for configs/cifar10_resnet20_w4a4.py), or
+  None for another config."""
+  if not train_command:
+    return None
+  args = shlex.split(train_command)
+  paths = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
+  paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+  if not paths:
+    return None
+  stem = Path(paths[0].split(":", 1)[0]).stem
+  if stem == STEP_COST_CONFIG_PREFIX:
+    return "natural"
+  prefix = STEP_COST_CONFIG_PREFIX + "_"
+  return stem[len(prefix):] if stem.startswith(prefix) else None
+
+
 def training_cost(run: Run, step_cost: dict[str, Any] | None) -> dict[str, float] | None:
-  """The step-cost benchmark's entry for the run's method, if it measured the run's model."""
+  """The step-cost benchmark's entry for the run's config (`step_cost_name`), if it measured the
+  run's model."""
   if step_cost is None or step_cost["settings"]["model"] != model_label(run.config):
     return None
-  return step_cost["methods"].get(run.config.method.name)
+  return step_cost["methods"].get(step_cost_name(run.commands.get("train")))
 
 
 def _percent(value: float | None) -> str:

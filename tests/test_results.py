@@ -103,3 +103,14 @@ def test_a_run_folder_without_a_config_source_is_an_error(tmp_path):
 def test_a_readme_without_the_markers_is_an_error():
   with pytest.raises(ValueError, match="README.md needs the lines"):
     results.replace_headline("# odgq-jax\n", "| table |\n")
+
+
+@pytest.mark.parametrize("command,name", [
+    ("python launch/train.py --config configs/cifar10_resnet20_w4a4.py --workdir w", "natural"),
+    ("python launch/train.py --config configs/cifar10_resnet20_w4a4_odgq_fresh.py --workdir w "
+     "--config.seed=1", "odgq_fresh"),
+    ("python launch/train.py --config=configs/cifar10_resnet20_w4a4_fgsm_rs.py", "fgsm_rs"),
+    ("python launch/train.py --config configs/cifar10_resnet20_binary_odgq.py", None),
+    (None, None)])
+def test_a_run_is_costed_by_the_step_cost_entry_of_its_own_config(command, name):
+  assert results.step_cost_name(command) == name
