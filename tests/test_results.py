@@ -21,6 +21,8 @@ results = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(results)
 
 NEW_RUN = "cifar10_resnet20_w4a4_fgsm_rs_seed7"
+NEW_RUN_TRAIN = ("python launch/train.py --config configs/cifar10_resnet20_w4a4_fgsm_rs.py "
+                 f"--workdir runs/{NEW_RUN} --config.seed=7")
 # ml_collections loads config files with the deprecated importlib load_module().
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 
@@ -67,6 +69,7 @@ def add_run(results_dir, name):
   record.add_eval(780, {"loss": 1.2, "accuracy": 0.6123})
   record.add_timing(100.0, 200)
   record.write(780)
+  (folder / "commands.json").write_text(json.dumps({"train": NEW_RUN_TRAIN}))
 
 
 def test_a_run_dropped_into_results_appears_in_every_table_and_the_plot(tmp_path):
@@ -81,7 +84,7 @@ def test_a_run_dropped_into_results_appears_in_every_table_and_the_plot(tmp_path
   assert "**12.3**" in row and ratios in row  # FLOPs and wall ratio of fgsm_rs
   training = next(line for line in markdown.splitlines() if line.startswith(f"| {NEW_RUN} |"))
   assert "| 50.0 61.2 | **61.23** | 780 | 1 h 02 min | 0.50 |" in training
-  assert f"- {NEW_RUN}: train not recorded" in markdown  # no commands.json, not from train.py
+  assert f"- {NEW_RUN}: train `{NEW_RUN_TRAIN}`" in markdown
   headline = results.render_headline(results_dir)
   assert f"[{NEW_RUN}](results/{NEW_RUN}/)" in headline and "**12.3**" in headline
   points = results.plot_points(results.load_runs(results_dir), results.load_step_cost(results_dir))
