@@ -132,7 +132,7 @@ def imagenet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def imagenet_odgq_method() -> ml_collections.ConfigDict:
   """ODG-Q at eps 4/255 for the ImageNet configs: CIFAR-10's config (configs/
-  cifar10_resnet20_w4a4_odgq.py) with every step size halved with eps (global 0.5/255 and 2/255,
+  cifar10_resnet20_w4a4_odgq_replays.py; the memory domain does not scale to ImageNet) with every step size halved with eps (global 0.5/255 and 2/255,
   local 4/255), loss-weighted selection at temperature 0.25 and eps growing over the first 2 epochs
   of updates at batch IMAGENET_BATCH_SIZE."""
   warmup_updates = 2 * (IMAGENET_TRAIN_EXAMPLES // IMAGENET_BATCH_SIZE)

@@ -41,7 +41,7 @@ def test_committed_readme_headline_matches_results_folder():
 def test_committed_plot_shows_every_evaluated_run_at_its_cost():
   runs = results.load_runs(results.RESULTS_DIR)
   points = results.plot_points(runs, results.load_step_cost(results.RESULTS_DIR))
-  assert {p["run"] for p in points} >= {"cifar10_resnet20_w4a4_odgq", "cifar10_resnet20_w4a4_r1"}
+  assert {p["run"] for p in points} >= {"cifar10_resnet20_w4a4_odgq_replays", "cifar10_resnet20_w4a4_r1"}
   assert results.read_plot_points(results.PLOT) == points, (
       "docs/results_worst_case_vs_cost.png is out of date: run python benchmarks/results.py")
 
@@ -51,7 +51,7 @@ def test_train_commands_give_the_configs_the_runs_trained_with():
   natural = runs["cifar10_resnet20_w4a4_r1"].config
   assert natural.method.name == "natural" and natural.learning_rate == 0.2
   assert runs["cifar10_resnet20_w4a4_odgq_uniform"].config.method.selection == "uniform"
-  assert runs["cifar10_resnet20_w4a4_odgq"].config.method.selection == "loss_weighted"
+  assert runs["cifar10_resnet20_w4a4_odgq_replays"].config.method.selection == "loss_weighted"
   assert results.model_label(natural) == "resnet20 W4A4"
 
 
@@ -98,7 +98,7 @@ def test_a_run_dropped_into_results_appears_in_every_table_and_the_plot(tmp_path
 def test_a_run_folder_without_a_config_source_is_an_error(tmp_path):
   folder = tmp_path / "results" / "unknown_run"
   folder.mkdir(parents=True)
-  shutil.copy(results.RESULTS_DIR / "cifar10_resnet20_w4a4_odgq" / "report.json", folder)
+  shutil.copy(results.RESULTS_DIR / "cifar10_resnet20_w4a4_odgq_replays" / "report.json", folder)
   with pytest.raises(ValueError, match="unknown_run has no run.json and no commands.json"):
     results.render_results(tmp_path / "results")
 
