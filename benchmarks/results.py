@@ -101,23 +101,27 @@ def _read_json(path: Path) -> Any:
     raise ValueError(f"{path} is not valid JSON ({e})") from e
 
 
+def _config_argument(command: str) -> str | None:
+  """The value of the first --config flag of a launch/train.py command line, or None."""
+  args = shlex.split(command)
+  for i, arg in enumerate(args):
+    if arg == "--config" and i + 1 < len(args):
+      return args[i + 1]
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+  return None
+
+
 def config_from_train_command(command: str) -> ml_collections.ConfigDict:
   """The config that `command` (a launch/train.py command line) trains with.
 
   Parses its --config and --config.key=value flags as launch/train.py does (locked config).
   """
-  args = shlex.split(command)
-  config_args = []
-  for i, arg in enumerate(args):
-    if arg == "--config":
-      config_args += [f"--config={REPO / args[i + 1]}"]
-    elif arg.startswith("--config="):
-      config_args += [f"--config={REPO / arg.split('=', 1)[1]}"]
-    elif arg.startswith("--config."):
-      config_args.append(arg)
-  if not config_args or not config_args[0].startswith("--config="):
+  config_path = _config_argument(command)
+  if config_path is None:
     raise ValueError(f"no --config in the train command {command!r}")
-  argv = ["train.py", *config_args]
+  overrides = [arg for arg in shlex.split(command) if arg.startswith("--config.")]
+  argv = ["train.py", f"--config={REPO / config_path}", *overrides]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", flag_values=flag_values, lock_config=True,
                                   sys_argv=argv)
@@ -199,14 +203,10 @@ def step_cost_name(train_command: str | None) -> str | None:
   """The name `benchmarks/step_cost.py --methods` gives the config of `train_command`: the suffix
   of configs/cifar10_resnet20_w4a4_<name>.py ("natural" for configs/cifar10_resnet20_w4a4.py), or
   None for another config."""
-  if not train_command:
+  config_path = _config_argument(train_command) if train_command else None
+  if config_path is None:
     return None
-  args = shlex.split(train_command)
-  paths = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
-  paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
-  if not paths:
-    return None
-  stem = Path(paths[0].split(":", 1)[0]).stem
+  stem = Path(config_path.split(":", 1)[0]).stem
   if stem == STEP_COST_CONFIG_PREFIX:
     return "natural"
   prefix = STEP_COST_CONFIG_PREFIX + "_"

@@ -166,16 +166,20 @@ def flat(tree):
   return {"/".join(path): value for path, value in flax.traverse_util.flatten_dict(tree).items()}
 
 
-@pytest.mark.parametrize("weights", ["w4a4", "binary", "fp"])
-def test_exported_logits_equal_the_fake_quantized_logits(weights, tmp_path):
-  classifier = make_classifier(tiny_config(weights))
+def export_and_check_logits(classifier, tmp_path, num_images, seed):
+  """Exports `classifier` to tmp_path/out, asserts the reloaded export's logits equal its logits on
+  `num_images` random images, and returns the export's stored parameters, flattened."""
   exporter.export_classifier(classifier, str(tmp_path / "out"))
   deployed = odgq_jax.load_classifier(str(tmp_path / "out"))
-  x = images(64, seed=5)
+  x = images(num_images, seed=seed)
   np.testing.assert_allclose(deployed.logits(x), classifier.logits(x), rtol=0,
                              atol=LOGITS_TOLERANCE)
+  return flat(artefact.read_weights(str(tmp_path / "out"))["params"])
 
-  stored = flat(artefact.read_weights(str(tmp_path / "out"))["params"])
+
+@pytest.mark.parametrize("weights", ["w4a4", "binary", "fp"])
+def test_exported_logits_equal_the_fake_quantized_logits(weights, tmp_path):
+  stored = export_and_check_logits(make_classifier(tiny_config(weights)), tmp_path, 64, seed=5)
   kernel_bits = {"w4a4": 4, "binary": 1}.get(weights)
   if kernel_bits is None:  # full precision: BatchNorm folded into the convs
     assert "stem/conv/kernel" in stored and "stem/bn/multiplier" not in stored
@@ -193,13 +197,7 @@ def test_exported_logits_equal_the_fake_quantized_logits(weights, tmp_path):
 def test_a_switchable_precision_model_exports_its_expectation(tmp_path):
   config = tiny_config()
   config.model.switchable_bits = (2, 4)
-  classifier = make_classifier(config)
-  exporter.export_classifier(classifier, str(tmp_path / "out"))
-  deployed = odgq_jax.load_classifier(str(tmp_path / "out"))
-  x = images(32, seed=6)
-  np.testing.assert_allclose(deployed.logits(x), classifier.logits(x), rtol=0,
-                             atol=LOGITS_TOLERANCE)
-  stored = flat(artefact.read_weights(str(tmp_path / "out"))["params"])
+  stored = export_and_check_logits(make_classifier(config), tmp_path, 32, seed=6)
   assert {"conv_bn/conv/kernel_codes_2bit", "conv_bn/conv/kernel_codes_4bit"} <= set(stored)
 
 
