@@ -15,7 +15,9 @@ documents differ from what this script renders):
   results/<run>/commands.json     {"train": command, "substitutes": [commands that train the
                                   transfer attacks' substitutes],
                                   "evaluate": {report path: command},
-                                  optionally "description": what the run varies, in words}
+                                  optionally "description": what the run varies, in words,
+                                  and "step_cost": the step-cost entry that costs an update of
+                                  a config with another name (one that only trains longer)}
   results/benchmarks/step_cost.json          benchmarks/step_cost.py: training cost per method
   results/benchmarks/autoattack_comparison*.json  benchmarks/autoattack_comparison.py
   results/benchmarks/export_size.json        benchmarks/export_size.py: deployment export sizes
@@ -24,8 +26,9 @@ documents differ from what this script renders):
 A run is grouped by model, precision and dataset, from the config in its run.json or, without one,
 the config its train command builds (the same flags parsing as launch/train.py). Its training cost
 is the step-cost benchmark's FLOPs and wall time per update relative to natural training, looked
-up by the run's method name when the benchmark measured the same model and precision. A folder
-dropped into results/ appears in the next rendering.
+up by the run's config name when the benchmark measured the same model and precision. Runs whose
+train commands differ only in --config.seed are one comparison across seeds: the "Seeds" table
+gives their mean and range. A folder dropped into results/ appears in the next rendering.
 """
 from __future__ import annotations
 
@@ -218,7 +221,8 @@ def training_cost(run: Run, step_cost: dict[str, Any] | None) -> dict[str, float
   run's model."""
   if step_cost is None or step_cost["settings"]["model"] != model_label(run.config):
     return None
-  return step_cost["methods"].get(step_cost_name(run.commands.get("train")))
+  name = run.commands.get("step_cost") or step_cost_name(run.commands.get("train"))
+  return step_cost["methods"].get(name)
 
 
 def _percent(value: float | None) -> str:
@@ -275,6 +279,56 @@ def robustness_table(runs: list[Run], step_cost: dict[str, Any] | None) -> list[
               _ratio(cost, "flops_ratio"), _ratio(cost, "wall_ratio"),
               _duration(sum(report["seconds"].values()))]
     lines.append("| " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def train_command_without_seed(command: str | None) -> str | None:
+  """`command` without its --workdir and --config.seed flags: what runs on several seeds share."""
+  if command is None:
+    return None
+  args, kept = shlex.split(command), []
+  skip_next = False
+  for arg in args:
+    if skip_next:
+      skip_next = False
+    elif arg == "--workdir":
+      skip_next = True
+    elif not arg.startswith(("--workdir=", "--config.seed=")):
+      kept.append(arg)
+  return shlex.join(kept)
+
+
+def _mean_and_range(values: list[float]) -> str:
+  """E.g. "65.2 (64.1–66.3)": the mean and the lowest and highest value, in %."""
+  return (f"{_percent(sum(values) / len(values))} "
+          f"({_percent(min(values))}–{_percent(max(values))})")
+
+
+def seeds_table(runs: list[Run]) -> list[str]:
+  """Mean and range over seeds of the full reports of runs that differ only in their seed."""
+  by_command: dict[str, list[Run]] = {}
+  for run in runs:
+    command = train_command_without_seed(run.commands.get("train"))
+    if run.full_report is not None and command is not None:
+      by_command.setdefault(command, []).append(run)
+  groups = {command: members for command, members in by_command.items() if len(members) > 1}
+  if not groups:
+    return []
+  lines = ["### Seeds", "",
+           "Runs whose train commands differ only in `--config.seed`: mean over the seeds, and "
+           "in brackets the lowest and the highest run. A comparison counts where it holds for "
+           "the means.", "",
+           "| train command (without seed) | seeds | runs | clean | PGD-20 | worst case |",
+           "| --- | --- | --- | ---: | ---: | ---: |"]
+  for command, members in groups.items():
+    reports = [run.full_report for run in members]
+    pgd20 = [r["attacks"]["pgd20"] for r in reports if r["attacks"].get("pgd20") is not None]
+    lines.append(
+        f"| `{command}` | {', '.join(str(run.config.seed) for run in members)} | "
+        f"{', '.join(run.name for run in members)} | "
+        f"{_mean_and_range([r['clean'] for r in reports])} | "
+        f"{_mean_and_range(pgd20) if len(pgd20) == len(reports) else '—'} | "
+        f"**{_mean_and_range([r['worst_case'] for r in reports])}** |")
   return lines + [""]
 
 
@@ -549,6 +603,7 @@ def render_results(results_dir: Path = RESULTS_DIR) -> str:
   for title, members in groups.items():
     lines += [f"## {title}", ""]
     lines += robustness_table(members, step_cost)
+    lines += seeds_table(members)
     lines += partial_reports_table(members)
     lines += training_table(members)
     lines += commands_list(members)

@@ -1,5 +1,6 @@
 """Every run config under configs/ builds its model and training method."""
 import importlib
+import json
 import pathlib
 
 import pytest
@@ -31,3 +32,14 @@ def test_robust_configs_name_their_method_and_keep_recipe_r1_without_label_smoot
   assert suffix == config.method.name or suffix.startswith(f"{config.method.name}_")
   assert config.learning_rate == default.R1_LEARNING_RATE
   assert config.label_smoothing == 0.0
+
+
+def test_equal_time_config_trains_odgq_for_fgsm_rs_wall_time_by_the_step_cost_record():
+  from configs import cifar10_resnet20_w4a4_odgq_equal_time as equal_time
+  cost = json.loads((CONFIG_DIR.parent / "results" / "benchmarks" / "step_cost.json").read_text())
+  seconds = {name: cost["methods"][name]["seconds_per_update"] for name in ("fgsm_rs", "odgq")}
+  assert equal_time.WALL_TIME_RATIO_FGSM_RS_TO_ODGQ == round(seconds["fgsm_rs"] / seconds["odgq"], 3)
+  config, default_config = load("cifar10_resnet20_w4a4_odgq_equal_time"), load("cifar10_resnet20_w4a4_odgq")
+  assert config.num_epochs == round(equal_time.FGSM_RS_EPOCHS * equal_time.WALL_TIME_RATIO_FGSM_RS_TO_ODGQ, 2)
+  config.num_epochs = default_config.num_epochs
+  assert config.to_dict() == default_config.to_dict()  # nothing else differs

@@ -64,6 +64,7 @@ def add_run(results_dir, name):
   report["attacks"]["pgd20"] = 0.321
   (folder / "report.json").write_text(json.dumps(report))
   config = cifar10_resnet20_w4a4_fgsm_rs.get_config()
+  config.seed = 7  # as NEW_RUN_TRAIN says
   record = run_record.RunRecord(str(folder), config, 0, 390, started=time.perf_counter() - 3725)
   record.add_eval(390, {"loss": 1.5, "accuracy": 0.5})
   record.add_eval(780, {"loss": 1.2, "accuracy": 0.6123})
@@ -85,6 +86,9 @@ def test_a_run_dropped_into_results_appears_in_every_table_and_the_plot(tmp_path
   training = next(line for line in markdown.splitlines() if line.startswith(f"| {NEW_RUN} |"))
   assert "| 50.0 61.2 | **61.23** | 780 | 1 h 02 min | 0.50 |" in training
   assert f"- {NEW_RUN}: train `{NEW_RUN_TRAIN}`" in markdown
+  seeds = next(line for line in markdown.splitlines() if NEW_RUN in line and "| 0, 7 |" in line)
+  assert seeds.startswith("| `python launch/train.py --config configs/cifar10_resnet20_w4a4_fgsm_rs.py` |")
+  assert "| 71.8 (65.9–77.7) | 32.7 (32.1–33.3) |" in seeds  # the seed-0 run's 65.9 / 33.3 and 77.7 / 32.1
   headline = results.render_headline(results_dir)
   assert f"[{NEW_RUN}](results/{NEW_RUN}/)" in headline and "**12.3**" in headline
   points = results.plot_points(results.load_runs(results_dir), results.load_step_cost(results_dir))
@@ -117,3 +121,15 @@ def test_a_readme_without_the_markers_is_an_error():
     (None, None)])
 def test_a_run_is_costed_by_the_step_cost_entry_of_its_own_config(command, name):
   assert results.step_cost_name(command) == name
+
+
+def test_a_run_that_only_trains_longer_is_costed_by_the_step_cost_entry_it_names():
+  step_cost = results.load_step_cost(results.RESULTS_DIR)
+  config = results.config_from_train_command(
+      "python launch/train.py --config configs/cifar10_resnet20_w4a4_odgq_equal_time.py")
+  run = results.Run("equal_time", config, {}, None, {
+      "train": "python launch/train.py --config configs/cifar10_resnet20_w4a4_odgq_equal_time.py",
+      "step_cost": "odgq"})
+  assert results.training_cost(run, step_cost) == step_cost["methods"]["odgq"]
+  run.commands.pop("step_cost")
+  assert results.training_cost(run, step_cost) is None  # not measured under its own name
