@@ -124,6 +124,11 @@ def test_bad_options_are_errors():
     methods.create_method(methods.method_config("odgq", domains=("global", "universal")))
   with pytest.raises(ValueError, match="one step size per 'global' domain"):
     methods.create_method(methods.method_config("odgq", global_step_sizes=(0.01,)))
+  with pytest.raises(ValueError, match="global_step_sizes must be numbers.*give decimals"):
+    # what `--config.method.global_step_sizes="(1/255,4/255)"` makes of the tuple
+    methods.create_method(methods.method_config("odgq", global_step_sizes=("(1/255,4/255)",)))
+  with pytest.raises(ValueError, match=r"step_size must be in \(0, 1\], got 2.0"):
+    methods.create_method(methods.method_config("odgq", global_step_sizes=(0.01, 2.0)))
   with pytest.raises(ValueError, match="local_carry_over needs a 'local' domain"):
     methods.create_method(methods.method_config("odgq", domains=("global", "random"),
                                                 global_step_sizes=(0.01,), local_carry_over=True))

@@ -125,9 +125,9 @@ def replay_minibatch(replay: Callable[[Carry, Any], tuple[Carry, base.StepOutput
 
 
 def check_radius_and_step(method: str, eps: float, step_size: float) -> None:
-  """Raises ValueError unless eps and step_size are in (0, 1] (pixels are in [0, 1])."""
+  """Raises ValueError unless eps and step_size are numbers in (0, 1] (pixels are in [0, 1])."""
   for name, value in (("eps", eps), ("step_size", step_size)):
-    if not 0 < value <= 1:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
       raise ValueError(f"{method}: {name} must be in (0, 1], got {value!r}")
 
 

@@ -109,10 +109,17 @@ class ODGQ(base.TrainingMethod):
         raise ValueError(f"odgq: at most one {kind!r} domain, got domains={self.domains}")
     if self.local_carry_over and "local" not in self.domains:
       raise ValueError(f"odgq: local_carry_over needs a 'local' domain, got domains={self.domains}")
+    if any(isinstance(alpha, str) for alpha in self.global_step_sizes):
+      raise ValueError(
+          f"odgq: global_step_sizes must be numbers, got {self.global_step_sizes}; on the command "
+          "line give decimals, e.g. --config.method.global_step_sizes='(0.0039,0.0157)' (a "
+          "command-line tuple is read as literals, so 1/255 stays a string)")
     if len(self.global_step_sizes) != self.domains.count("global"):
       raise ValueError(
           f"odgq: global_step_sizes={self.global_step_sizes} must give one step size per 'global' "
           f"domain ({self.domains.count('global')} in domains={self.domains})")
+    for alpha in self.global_step_sizes:
+      adversarial.check_radius_and_step("odgq", self.eps, alpha)
     adversarial.check_radius_and_step("odgq", self.eps, self.local_step_size)
     adversarial.check_radius_and_step("odgq", self.eps, self.memory_step_size)
     adversarial.check_nonnegative("odgq", "memory_momentum", self.memory_momentum)
