@@ -125,11 +125,9 @@ def test_a_run_is_costed_by_the_step_cost_entry_of_its_own_config(command, name)
 
 def test_a_run_that_only_trains_longer_is_costed_by_the_step_cost_entry_it_names():
   step_cost = results.load_step_cost(results.RESULTS_DIR)
-  config = results.config_from_train_command(
-      "python launch/train.py --config configs/cifar10_resnet20_w4a4_odgq_equal_time.py")
-  run = results.Run("equal_time", config, {}, None, {
-      "train": "python launch/train.py --config configs/cifar10_resnet20_w4a4_odgq_equal_time.py",
-      "step_cost": "odgq"})
+  train = "python launch/train.py --config configs/cifar10_resnet20_w4a4_odgq_equal_time.py"
+  run = results.Run("equal_time", results.config_from_train_command(train), {}, None,
+                    {"train": train, "step_cost": "odgq"})
   assert results.training_cost(run, step_cost) == step_cost["methods"]["odgq"]
   run.commands.pop("step_cost")
   assert results.training_cost(run, step_cost) is None  # not measured under its own name

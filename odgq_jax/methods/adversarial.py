@@ -124,10 +124,15 @@ def replay_minibatch(replay: Callable[[Carry, Any], tuple[Carry, base.StepOutput
   return carry, base.StepOutput(jnp.mean(jnp.stack(losses)), output.logits)
 
 
+def _is_number(value: Any) -> bool:
+  """An int or a float; not a bool, and not a string such as a command line's "1/255"."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_radius_and_step(method: str, eps: float, step_size: float) -> None:
   """Raises ValueError unless eps and step_size are numbers in (0, 1] (pixels are in [0, 1])."""
   for name, value in (("eps", eps), ("step_size", step_size)):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+    if not _is_number(value) or not 0 < value <= 1:
       raise ValueError(f"{method}: {name} must be in (0, 1], got {value!r}")
 
 
@@ -139,5 +144,5 @@ def check_count(method: str, name: str, value: int, minimum: int = 1) -> None:
 
 def check_nonnegative(method: str, name: str, value: float) -> None:
   """Raises ValueError unless `value` is a number >= 0."""
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+  if not _is_number(value) or not value >= 0:
     raise ValueError(f"{method}: {name} must be a number >= 0, got {value!r}")
