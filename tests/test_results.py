@@ -131,3 +131,38 @@ def test_a_run_that_only_trains_longer_is_costed_by_the_step_cost_entry_it_names
   assert results.training_cost(run, step_cost) == step_cost["methods"]["odgq"]
   run.commands.pop("step_cost")
   assert results.training_cost(run, step_cost) is None  # not measured under its own name
+
+
+def test_committed_experiments_comparison_tables_match_results_folder():
+  text = results.EXPERIMENTS.read_text()
+  assert results.COMPARISON.search(text), "docs/experiments.md has no comparison table"
+  assert results.replace_comparisons(text, results.load_runs(results.RESULTS_DIR)) == text, (
+      "a comparison table of docs/experiments.md is out of date with results/: run python "
+      "benchmarks/results.py")
+
+
+def test_a_comparison_table_shows_the_named_runs_in_order_from_their_reports(tmp_path):
+  results_dir = tmp_path / "results"
+  shutil.copytree(results.RESULTS_DIR, results_dir)
+  add_run(results_dir, NEW_RUN)
+  runs = results.load_runs(results_dir)
+  text = (f"Before.\n<!-- comparison of results/: {NEW_RUN} heldout_fgsm_rs -->\nstale\n"
+          "<!-- end of comparison -->\nAfter.\n")
+  rendered = results.replace_comparisons(text, runs).splitlines()
+  assert rendered[0] == "Before." and rendered[-1] == "After."
+  # The new run's full report brings every attack and the worst case; the PGD-20-only report
+  # leaves those cells empty.
+  assert rendered[2].startswith("| run | what | evaluated on | clean | fgsm | pgd20 |")
+  assert rendered[2].endswith("| worst case |")
+  assert rendered[4].startswith(f"| [{NEW_RUN}](../results/{NEW_RUN}/) |")
+  assert "| first 1,000 of test | 77.7 |" in rendered[4] and rendered[4].endswith("| 12.3 |")
+  assert rendered[5].startswith("| [heldout_fgsm_rs]")
+  assert "| first 1,000 of train[45000:] | 63.7 | — | 32.2 | — |" in rendered[5]
+  assert rendered[5].endswith("| — |")
+  assert "stale" not in rendered
+
+
+def test_a_comparison_of_an_unknown_run_is_an_error():
+  text = "<!-- comparison of results/: no_such_run -->\n<!-- end of comparison -->\n"
+  with pytest.raises(ValueError, match="compares no_such_run, not run folders of results/"):
+    results.replace_comparisons(text, results.load_runs(results.RESULTS_DIR))
