@@ -86,9 +86,15 @@ def test_a_run_dropped_into_results_appears_in_every_table_and_the_plot(tmp_path
   training = next(line for line in markdown.splitlines() if line.startswith(f"| {NEW_RUN} |"))
   assert "| 50.0 61.2 | **61.23** | 780 | 1 h 02 min | 0.50 |" in training
   assert f"- {NEW_RUN}: train `{NEW_RUN_TRAIN}`" in markdown
-  seeds = next(line for line in markdown.splitlines() if NEW_RUN in line and "| 0, 7 |" in line)
+  seeds = next(line for line in markdown.splitlines() if NEW_RUN in line and "| 0, 1, 7 |" in line)
   assert seeds.startswith("| `python launch/train.py --config configs/cifar10_resnet20_w4a4_fgsm_rs.py` |")
-  assert "| 71.8 (65.9–77.7) | 32.7 (32.1–33.3) |" in seeds  # the seed-0 run's 65.9 / 33.3 and 77.7 / 32.1
+  # Seeds 0 and 1 of the committed FGSM-RS runs beside the new run's 77.7 clean / 32.1 PGD-20.
+  committed = [json.loads((results_dir / name / "report.json").read_text()) for name in
+               ("cifar10_resnet20_w4a4_fgsm_rs", "cifar10_resnet20_w4a4_fgsm_rs_seed1")]
+  clean = [100 * r["clean"] for r in committed] + [77.7]
+  pgd20 = [100 * r["attacks"]["pgd20"] for r in committed] + [32.1]
+  for values in (clean, pgd20):
+    assert f"| {sum(values) / 3:.1f} ({min(values):.1f}–{max(values):.1f}) |" in seeds
   headline = results.render_headline(results_dir)
   assert f"[{NEW_RUN}](results/{NEW_RUN}/)" in headline and "**12.3**" in headline
   points = results.plot_points(results.load_runs(results_dir), results.load_step_cost(results_dir))
