@@ -16,6 +16,8 @@ renders):
   results/<run>/commands.json     {"train": command, "substitutes": [commands that train the
                                   transfer attacks' substitutes],
                                   "evaluate": {report path: command},
+                                  optionally "export": the launch/export.py command of a
+                                  committed export/ of the run (the substitutes have one),
                                   optionally "description": what the run varies, in words,
                                   and "step_cost": the step-cost entry that costs an update of
                                   a config with another name (one that only trains longer)}
@@ -399,9 +401,13 @@ def commands_list(runs: list[Run]) -> list[str]:
     lines.append(f"- {run.name}: train {_code(run.commands.get('train'))}")
     for path in run.reports:
       lines.append(f"  - {path}: {_code(run.commands.get('evaluate', {}).get(path))}")
+    if run.commands.get("export"):
+      lines.append(f"  - export/: {_code(run.commands['export'])}")
     substitutes += [c for c in run.commands.get("substitutes", []) if c not in substitutes]
   if substitutes:
-    lines += ["", "The transfer attacks' substitutes are trained first with:", ""]
+    lines += ["", "The transfer attacks' substitutes are trained first with the commands below; "
+              "their exports are committed (`results/substitute_<name>/export/`), and "
+              "`--substitute NAME=results/substitute_NAME/export` evaluates with them:", ""]
     lines += [f"    {command}" for command in substitutes]
   return lines + [""]
 

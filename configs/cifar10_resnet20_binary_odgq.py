@@ -8,7 +8,7 @@ after ":" names another W4A4 ODG-Q config whose method to take instead, e.g.
 configs/cifar10_resnet20_w4a4_odgq_replays.py.
 
   python launch/train.py --config configs/cifar10_resnet20_binary_odgq.py --workdir runs/cifar10_resnet20_binary_odgq
-  python launch/eval.py --checkpoint runs/cifar10_resnet20_binary_odgq --protocol quick --substitute fp=runs/substitute_fp --substitute arch=runs/substitute_arch --substitute low_bit=runs/substitute_low_bit --output results/cifar10_resnet20_binary_odgq/report.json
+  python launch/eval.py --checkpoint runs/cifar10_resnet20_binary_odgq --protocol quick --substitute fp=results/substitute_fp/export --substitute arch=results/substitute_arch/export --substitute low_bit=results/substitute_low_bit/export --output results/cifar10_resnet20_binary_odgq/report.json
 
 With the replay design: 50.06% clean test accuracy after 10 epochs of updates; PGD-20 13.9% and
 PGD++ 13.6% on the first 1,000 test examples (results/cifar10_resnet20_binary_odgq_replays/).

@@ -2,7 +2,12 @@
 
   python launch/train.py --config configs/substitute_arch.py --workdir runs/substitute_arch
 
-Used by launch/eval.py as `--substitute arch=runs/substitute_arch` (transfer_arch). VGG-7
+Committed as an export, which launch/eval.py takes as
+`--substitute arch=results/substitute_arch/export`:
+
+  python launch/export.py --checkpoint runs/substitute_arch --output results/substitute_arch/export
+
+Used by transfer_arch. VGG-7
 (`odgq_jax/models/vgg.py`) has no residual connections, so it differs from the ResNet targets in
 family, not only in depth, at about the cost of a ResNet-20 step (a ResNet-56 step costs 4.2x one
 on the 2-core CPU: `--config.model.name=resnet56` for a deeper ResNet instead).

@@ -3,7 +3,12 @@
 
   python launch/train.py --config configs/substitute_fp.py --workdir runs/substitute_fp
 
-Used by launch/eval.py as `--substitute fp=runs/substitute_fp` (transfer_fp and transfer_di_mi).
+Committed as an export, which launch/eval.py takes as
+`--substitute fp=results/substitute_fp/export`:
+
+  python launch/export.py --checkpoint runs/substitute_fp --output results/substitute_fp/export
+
+Used by transfer_fp and transfer_di_mi.
 Expected: 84.02% test accuracy after 10 epochs, 30 min on a 2-core x86_64 CPU (JAX 0.10.2,
 no accelerator): results/substitute_fp/run.json.
 """

@@ -2,8 +2,9 @@
 docs/evaluation.md.
 
   python launch/eval.py --checkpoint runs/cifar10_resnet20_w4a4_odgq \
-      --substitute fp=runs/substitute_fp --substitute arch=runs/substitute_arch \
-      --substitute low_bit=runs/substitute_low_bit --protocol quick \
+      --substitute fp=results/substitute_fp/export \
+      --substitute arch=results/substitute_arch/export \
+      --substitute low_bit=results/substitute_low_bit/export --protocol quick \
       --output results/cifar10_resnet20_w4a4_odgq/report.json
 
 Writes report.json (schema in docs/evaluation.md), report.md and robust_vs_eps.png beside --output
@@ -40,8 +41,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "The --workdir of the training run to evaluate, or its "
                     "export (launch/export.py).")
 flags.DEFINE_multi_string("substitute", [],
-                          "NAME=DIR substitute checkpoints, NAME in "
-                          f"{protocol_lib.SUBSTITUTE_NAMES}.")
+                          "NAME=DIR substitute checkpoints or exports, NAME in "
+                          f"{protocol_lib.SUBSTITUTE_NAMES} (committed: "
+                          "results/substitute_NAME/export).")
 flags.DEFINE_enum("protocol", "quick", list(protocol_lib.PROTOCOLS), "Evaluation budget.")
 flags.DEFINE_integer("num_examples", None, "Evaluate the first N test examples (default: the "
                      "protocol's).")

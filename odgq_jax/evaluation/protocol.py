@@ -17,8 +17,9 @@ Ten attacks, five white-box and five black-box, at the threat model's eps (CIFAR
 | square           | black | Square attack, margin loss, p_init 0.8, 1,000 / 5,000 queries    |
 
 plus PGD++ (`pgdpp`) among the white-box attacks for binary networks, and PGD-100 for the
-sanity check. The transfer attacks need substitute checkpoints (`configs/substitute_*.py`); the
-substitute each one uses is named by `TRANSFER_SUBSTITUTES`.
+sanity check. The transfer attacks need substitutes (`configs/substitute_*.py`, committed as
+exports in `results/substitute_*/export/`); the substitute each one uses is named by
+`TRANSFER_SUBSTITUTES`.
 """
 from __future__ import annotations
 
