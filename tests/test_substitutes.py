@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import results
 import odgq_jax
 from odgq_jax.data import input_pipeline
 from odgq_jax.evaluation import protocol as protocol_lib
 from tests import offline_data
+from tests.test_results import results  # benchmarks/results.py, loaded once for both modules
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = sorted({substitute for substitute, _ in protocol_lib.TRANSFER_SUBSTITUTES.values()})
