@@ -22,8 +22,13 @@ NUM_IMAGES = 500
 ACCURACY_TOLERANCE = 4 * math.sqrt(0.8 * 0.2 / NUM_IMAGES)
 
 
-def substitute_folder(name: str) -> Path:
-  return REPO / "results" / f"substitute_{name}"
+def substitute_run(name: str):
+  """results/substitute_<name>/ as benchmarks/results.py reads it: record, commands, config."""
+  return results.load_run(REPO / "results" / f"substitute_{name}")
+
+
+def load_export(name: str) -> odgq_jax.Classifier:
+  return odgq_jax.load_classifier(str(REPO / "results" / f"substitute_{name}" / "export"))
 
 
 def model_json(config) -> dict:
@@ -33,23 +38,20 @@ def model_json(config) -> dict:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_export_is_the_trained_substitute(name):
-  folder = substitute_folder(name)
-  record = json.loads((folder / "run.json").read_text())
-  commands = json.loads((folder / "commands.json").read_text())
-  substitute = odgq_jax.load_classifier(str(folder / "export"))
-  config = results.config_from_train_command(commands["train"])
+  run = substitute_run(name)
+  substitute = load_export(name)
+  config = results.config_from_train_command(run.commands["train"])
   assert model_json(substitute.config) == model_json(config)
   assert substitute.config.seed == config.seed
-  assert substitute.step == record["updates"]
-  assert f"--output results/substitute_{name}/export" in commands["export"]
+  assert substitute.step == run.record["updates"]
+  assert f"--output results/substitute_{name}/export" in run.commands["export"]
 
 
 @offline_data.requires_offline_cifar10
 @pytest.mark.parametrize("name", NAMES)
 def test_export_reproduces_recorded_accuracy(name):
-  folder = substitute_folder(name)
-  recorded = json.loads((folder / "run.json").read_text())["evals"][-1]["accuracy"]
-  substitute = odgq_jax.load_classifier(str(folder / "export"))
+  recorded = substitute_run(name).record["evals"][-1]["accuracy"]
+  substitute = load_export(name)
   images, labels = input_pipeline.first_examples(
       substitute.config, "test", NUM_IMAGES, str(offline_data.SHARED_DATA_DIR))
   accuracy = float(np.mean(np.argmax(substitute.logits(images), axis=-1) == labels))
