@@ -88,9 +88,12 @@ def run_method_steps(mesh, num_batches, config, batches=None, num_train_examples
 
 
 def assert_four_devices_match_one_device(config, num_batches=3, batches=None,
-                                         num_train_examples=None):
-  """Runs `config.method` on a 1-device and a 4-device mesh and asserts that the losses, the
-  parameters and the method state agree; returns the two final states."""
+                                         num_train_examples=None, rtol=1e-4, atol=1e-5,
+                                         method_state_atol=None):
+  """Runs `config.method` on a 1-device and a 4-device mesh and asserts that the losses (rtol
+  1e-4), the parameters and the method state agree within `rtol` and `atol`; a method-state entry
+  named in `method_state_atol` is compared within its own absolute tolerance instead. Returns the
+  two final states."""
   one_device, four_devices = (parallel.create_mesh(jax.devices()[:n]) for n in (1, 4))
   state1, losses1, _ = run_method_steps(one_device, num_batches, config, batches,
                                         num_train_examples)
@@ -98,9 +101,15 @@ def assert_four_devices_match_one_device(config, num_batches=3, batches=None,
                                         num_train_examples)
   np.testing.assert_allclose(losses1, losses4, rtol=1e-4)
   assert state1.method_state.keys() == state4.method_state.keys()
-  for a, b in zip(jax.tree.leaves((state1.params, state1.method_state)),
-                  jax.tree.leaves((state4.params, state4.method_state))):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(state1.params), jax.tree.leaves(state4.params)):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+  method_state_atol = method_state_atol or {}
+  for key in state1.method_state:
+    tolerance = ({"atol": method_state_atol[key]} if key in method_state_atol
+                 else {"rtol": rtol, "atol": atol})
+    for a, b in zip(jax.tree.leaves(state1.method_state[key]),
+                    jax.tree.leaves(state4.method_state[key])):
+      np.testing.assert_allclose(a, b, **tolerance)
   return state1, state4
 
 
