@@ -2,9 +2,9 @@
 
 The train and eval steps are plain `jax.jit` functions over a one-axis `Mesh` named `data`: the
 batch is sharded along its leading axis, and so is a training method's state kept per example of
-the batch (Free-AT's carried perturbation: `TrainingMethod.per_example_state`); everything else
-(parameters, optimizer state, ODG-Q's universal perturbations, tables indexed by training example)
-is replicated. Under jit, reductions over the batch (the loss mean, BatchNorm statistics) are
+the batch or of the training split (Free-AT's carried perturbation, ODG-Q's memory table:
+`TrainingMethod.per_example_state`); everything else (parameters, optimizer state, ODG-Q's
+universal perturbations) is replicated. Under jit, reductions over the batch (the loss mean, BatchNorm statistics) are
 computed over the *global* batch, so no explicit `psum` is needed.
 
 Multi-host: call `jax.distributed.initialize()` first; each process then feeds only its own slice of

@@ -5,9 +5,9 @@ network trains on (natural, adversarial, drawn from a perturbation bank), with w
 many optimizer updates it makes (free adversarial training and ODG-Q's local domains replay the
 minibatch m times). Its options are the fields of a frozen dataclass, built from `config.method`;
 any state it carries from step to step (ODG-Q's perturbation bank, Free-AT's perturbation) lives in
-`TrainState.method_state`, so it is checkpointed and resumed with the run; state kept per example of
-the batch is laid out with the batch over the device mesh (`per_example_state`), the rest
-replicated.
+`TrainState.method_state`, so it is checkpointed and resumed with the run; state kept per example
+(of the batch, or of the training split) is split over the device mesh along its rows
+(`per_example_state`), the rest replicated.
 
 All methods run inside the one `jax.jit`-compiled train step over the device mesh: no host round
 trip, and Python control flow only on static options (attack iterations and replays are Python
@@ -101,14 +101,16 @@ class TrainingMethod(abc.ABC):
 
   @property
   def per_example_state(self) -> tuple[str, ...]:
-    """Keys of the method state whose arrays hold one row per example of the global batch.
+    """Keys of the method state whose arrays hold one row per example, split over the devices.
 
-    Such an array ([N, ...], N the global batch, row n belonging to the n-th example of the
-    current minibatch, e.g. Free-AT's carried perturbation) is laid out like the batch, split over
-    the mesh's `data` axis, so that each device keeps only its own examples' rows. Every other
-    entry is replicated, among them tables indexed by something other than the position in the
-    batch (a per-class or per-training-example table: any device may read any of its rows).
-    None here.
+    Such an array is split along its leading axis over the mesh's `data` axis, so that each of D
+    devices keeps 1/D of the rows: either one row per example of the global batch ([N, ...], row n
+    the n-th example of the current minibatch, e.g. Free-AT's carried perturbation), laid out like
+    the batch so that each device keeps its own examples' rows; or one row per example of the
+    training split (ODG-Q's memory table), where a minibatch's rows sit on any device and the
+    step's gather and scatter move just those rows between devices (XLA partitions them into a
+    local masked gather and an all-reduce of the batch's rows, never an all-gather of the table).
+    Every other entry (a per-class table, the universal perturbations) is replicated. None here.
     """
     return ()
 
@@ -117,12 +119,22 @@ class TrainingMethod(abc.ABC):
     by `per_example_state` split along their leading axis over `data`, the rest replicated.
 
     Raises:
-      ValueError: a key of `per_example_state` is not in `method_state`.
+      ValueError: a key of `per_example_state` is not in `method_state`, or its rows do not split
+        evenly over the mesh's devices.
     """
     missing = [key for key in self.per_example_state if key not in method_state]
     if missing:
       raise ValueError(f"{type(self).__name__}.per_example_state names {missing}, which the "
                        f"method state (keys {sorted(method_state)}) does not have")
+    for key in self.per_example_state:
+      for leaf in jax.tree.leaves(method_state[key]):
+        rows = leaf.shape[0]
+        if rows % mesh.size:
+          raise ValueError(
+              f"{type(self).__name__}: the method state {key!r} has one row per example ({rows} "
+              f"rows), which do not split evenly over the {mesh.size} devices of the mesh; use a "
+              f"training split (and batch) whose size is a multiple of {mesh.size}, e.g. "
+              f"--config.train_split='train[:{rows // mesh.size * mesh.size}]'")
     batch, replicated = parallel.batch_sharding(mesh), parallel.replicated_sharding(mesh)
     return {key: jax.tree.map(lambda _: batch if key in self.per_example_state else replicated,
                               value)

@@ -134,9 +134,11 @@ class ODGQ(base.TrainingMethod):
 
   @property
   def per_example_state(self) -> tuple[str, ...]:
-    """The carried local domain is laid out with the batch; the memory table, indexed by the
-    examples' positions in the training split, is replicated."""
-    return ("local",) if self.local_carry_over else ()
+    """The carried local domain is laid out with the batch; the memory's tables (one row per
+    example of the training split) are split over the devices by rows."""
+    local = ("local",) if self.local_carry_over else ()
+    return local + (memory.per_example_keys(self.memory_momentum > 0)
+                    if "memory" in self.domains else ())
 
   @property
   def _global_domains(self) -> tuple[int, ...]:

@@ -24,10 +24,10 @@ Storage: with eps and the step size multiples of 1/255 (and eps not warmed up), 
 is an integer multiple of 1/255 in [-eps, eps] (images are k/255, the box [0, 1] and every step are
 on that lattice), so the table is int8 in units of 1/255 and exact: 1 byte per pixel, 147 MiB for
 CIFAR-10's 50,000 training images. Otherwise it is float32 (4 bytes per pixel). The momentum,
-when used, is float32 (586 MiB for CIFAR-10). The table is replicated on every device, like the
-rest of the method state; a table over `MAX_TABLE_BYTES` is refused (ImageNet's 1.28 M images at
-224 x 224 would need 180 GiB at 1 byte per pixel: there the global domains are the ones that
-scale).
+when used, is float32 (586 MiB for CIFAR-10). The tables are split over the devices by rows
+(`per_example_keys`: each of D devices holds 1/D of the examples, so 147 / D MiB of int8 table on
+each); a table over `MAX_TABLE_BYTES` in all is refused (ImageNet's 1.28 M images at 224 x 224 would
+need 180 GiB at 1 byte per pixel: there the global domains are the ones that scale).
 """
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ def storage_dtype(eps: float, step_size: float, eps_warmup: bool) -> jnp.dtype:
   return jnp.int8 if exact else jnp.float32
 
 
+def per_example_keys(momentum: bool) -> tuple[str, ...]:
+  """The memory state's keys that hold one row per training example (all of them)."""
+  return ("memory", "memory_visited") + (("memory_momentum",) if momentum else ())
+
+
 def init_memory(num_examples: int, image_shape: tuple[int, ...], dtype: jnp.dtype,
                 momentum: bool) -> dict[str, Any]:
   """The memory's state: the table (zero), which rows have been stepped (none) and the momentum.
@@ -72,7 +77,7 @@ def init_memory(num_examples: int, image_shape: tuple[int, ...], dtype: jnp.dtyp
   if table_bytes > MAX_TABLE_BYTES:
     raise ValueError(
         f"odgq: the memory domain needs a table of {num_examples} x {image_shape} perturbations "
-        f"({table_bytes / 2**30:.1f} GiB per device), over the {MAX_TABLE_BYTES / 2**30:.0f} GiB "
+        f"({table_bytes / 2**30:.1f} GiB in all), over the {MAX_TABLE_BYTES / 2**30:.0f} GiB "
         "limit; use the global, local and random domains for a dataset this size")
   state = {"memory": jnp.zeros((num_examples, *image_shape), dtype),
            "memory_visited": jnp.zeros((num_examples,), jnp.bool_)}
