@@ -4,8 +4,8 @@ The train and eval steps are plain `jax.jit` functions over a one-axis `Mesh` na
 batch is sharded along its leading axis, and so is a training method's state kept per example of
 the batch or of the training split (Free-AT's carried perturbation, ODG-Q's memory table:
 `TrainingMethod.per_example_state`); everything else (parameters, optimizer state, ODG-Q's
-universal perturbations) is replicated. Under jit, reductions over the batch (the loss mean, BatchNorm statistics) are
-computed over the *global* batch, so no explicit `psum` is needed.
+universal perturbations) is replicated. Under jit, reductions over the batch (the loss mean,
+BatchNorm statistics) are computed over the *global* batch, so no explicit `psum` is needed.
 
 Multi-host: call `jax.distributed.initialize()` first; each process then feeds only its own slice of
 the data and `make_global_batch` assembles the global array from the per-process pieces.

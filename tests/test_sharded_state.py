@@ -10,6 +10,13 @@ from tests import test_memory
 from tests import test_train
 
 
+def assert_split_by_rows(leaf, mesh):
+  """`leaf` is split along its leading axis over `data`: each device holds its 1/D of the rows."""
+  assert leaf.sharding.is_equivalent_to(parallel.batch_sharding(mesh), leaf.ndim)
+  assert {shard.data.shape for shard in leaf.addressable_shards} == {
+      (leaf.shape[0] // mesh.size, *leaf.shape[1:])}
+
+
 def free_at_config():
   config = test_train.tiny_config()
   config.method = methods.method_config("free_at", replays=2)
@@ -20,10 +27,8 @@ def test_free_at_perturbation_is_split_over_the_devices_like_the_batch():
   mesh = parallel.create_mesh(jax.devices()[:4])
   state, _, train_step = test_train.run_method_steps(mesh, 2, free_at_config())
   delta = state.method_state["delta"]
-  assert delta.sharding.is_equivalent_to(parallel.batch_sharding(mesh), delta.ndim)
-  # Each device holds its own quarter of the examples' rows, not all of them.
-  assert {shard.data.shape for shard in delta.addressable_shards} == {
-      (test_train.BATCH // 4, *delta.shape[1:])}
+  assert delta.shape[0] == test_train.BATCH
+  assert_split_by_rows(delta, mesh)  # each device holds its own quarter of the examples' rows
   assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state.params))
   assert train_step._cache_size() == 1  # the layout is the same in and out: compiled once
 
@@ -43,24 +48,17 @@ def test_a_checkpoint_restores_the_perturbation_split_over_the_devices(tmp_path)
                                       num_train_examples=test_train.BATCH * 2)
   restored = checkpointer.restore(template)
   delta = restored.method_state["delta"]
-  assert delta.sharding.is_equivalent_to(parallel.batch_sharding(mesh), delta.ndim)
+  assert_split_by_rows(delta, mesh)
   np.testing.assert_array_equal(delta, state.method_state["delta"])
   continued, _ = train_step(restored, parallel.make_global_batch(
       test_train.synthetic_batches(1)[0], mesh))
-  assert continued.method_state["delta"].sharding.is_equivalent_to(
-      parallel.batch_sharding(mesh), delta.ndim)
+  assert_split_by_rows(continued.method_state["delta"], mesh)
 
 
 def test_a_per_example_key_the_state_lacks_is_an_error():
   method = methods.create_method(methods.method_config("free_at"))
   with pytest.raises(ValueError, match=r"per_example_state names \['delta'\]"):
     method.method_state_sharding({}, parallel.create_mesh(jax.devices()[:1]))
-
-
-def assert_split_by_rows(leaf, mesh):
-  assert leaf.sharding.is_equivalent_to(parallel.batch_sharding(mesh), leaf.ndim)
-  assert {shard.data.shape for shard in leaf.addressable_shards} == {
-      (leaf.shape[0] // mesh.size, *leaf.shape[1:])}
 
 
 def test_the_memory_tables_are_split_over_the_devices_by_training_example(tmp_path):
