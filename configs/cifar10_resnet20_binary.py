@@ -10,7 +10,10 @@ and --config.model.rprelu=True (RPReLU). Natural training's recipe (R2, configs/
 
 Evaluated with PGD++ among the white-box attacks (a binary model, `odgq_jax.models.is_binary`):
 
-  python launch/eval.py --checkpoint runs/cifar10_resnet20_binary --output results/cifar10_resnet20_binary/report.json
+  python launch/eval.py --checkpoint runs/cifar10_resnet20_binary --protocol quick --substitute fp=results/substitute_fp/export --substitute arch=results/substitute_arch/export --substitute low_bit=results/substitute_low_bit/export --output results/cifar10_resnet20_binary/report.json
+
+70.99% clean test accuracy after 10 epochs; worst case 0.0% under the quick protocol
+(results/cifar10_resnet20_binary/).
 """
 from configs import default
 

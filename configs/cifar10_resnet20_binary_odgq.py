@@ -10,7 +10,9 @@ configs/cifar10_resnet20_w4a4_odgq_replays.py.
   python launch/train.py --config configs/cifar10_resnet20_binary_odgq.py --workdir runs/cifar10_resnet20_binary_odgq
   python launch/eval.py --checkpoint runs/cifar10_resnet20_binary_odgq --protocol quick --substitute fp=results/substitute_fp/export --substitute arch=results/substitute_arch/export --substitute low_bit=results/substitute_low_bit/export --output results/cifar10_resnet20_binary_odgq/report.json
 
-With the replay design: 50.06% clean test accuracy after 10 epochs of updates; PGD-20 13.9% and
+The default: 50.09% clean test accuracy after 10 epochs of updates; on the first 1,000 test
+examples 49.3% clean, PGD-20 15.4%, PGD++ 14.1% and a worst case of 9.2% over the ten attacks
+(results/cifar10_resnet20_binary_odgq/). With the replay design: 50.06% clean test accuracy after 10 epochs of updates; PGD-20 13.9% and
 PGD++ 13.6% on the first 1,000 test examples (results/cifar10_resnet20_binary_odgq_replays/).
 """
 import importlib
