@@ -17,7 +17,8 @@ Chosen on held-out training images (docs/experiments.md, "A fresh step on part o
 train[:45000] (results/heldout_odgq_fresh/), against 66.3% and 23.6% for the replay design of
 configs/cifar10_resnet20_w4a4_odgq_replays.py. A universal or a class-wise universal domain beside
 the memory gave more clean accuracy and 3.3 to 3.4 points less PGD-20
-(results/heldout_odgq_fresh_universal/, results/heldout_odgq_fresh_classwise/).
+(results/heldout_odgq_fresh_universal/, results/heldout_odgq_fresh_classwise/); beta 1 gave 4.6
+points less clean accuracy at the same PGD-20 (results/heldout_odgq_fresh_beta1/).
 
 Expected: 68.72% test accuracy after 10 epochs and 33.1% under PGD-20 on the first 1,000 test
 images (results/cifar10_resnet20_w4a4_odgq/), in 38 min on a 2-core x86_64 CPU without an
