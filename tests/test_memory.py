@@ -144,6 +144,17 @@ def test_odgq_with_the_memory_domain_trains_fills_the_table_and_compiles_once():
   assert train_step._cache_size() == 1
 
 
+def test_an_unprojected_fresh_step_trains_and_the_table_stays_exact_in_the_eps_ball():
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  config = memory_config(beta=0.0, fresh_step_fraction=0.5, fresh_step_projection=False)
+  state, losses, train_step = run_memory_steps(mesh, 4, config)
+  assert np.all(np.isfinite(losses))
+  table = state.method_state["memory"]
+  assert table.dtype == jnp.int8
+  assert 0 < int(jnp.abs(table.astype(jnp.int32)).max()) <= round(EPS * 255)
+  assert train_step._cache_size() == 1
+
+
 def test_the_memory_domain_on_four_devices_matches_one_device():
   config = memory_config(domains=("memory", "random"), global_step_sizes=(), replays=2,
                          selection="per_example", memory_momentum=0.5)

@@ -10,6 +10,7 @@ import odgq_jax
 from configs import smoke
 from odgq_jax import methods
 from odgq_jax import parallel
+from odgq_jax.attacks import projection
 from odgq_jax.methods import adversarial
 from odgq_jax.methods import alignment
 from odgq_jax.methods import base
@@ -179,6 +180,26 @@ def test_fresh_step_moves_p_of_every_q_examples_by_one_fgsm_step_from_their_pert
   with pytest.raises(ValueError, match="the batch of 12 is not a multiple of 8"):
     odgq.fresh_sign_step(logits_fn, images, start, labels, fraction=5 / 8, eps=EPS,
                          step_size=4 / 255)
+
+
+def test_an_unprojected_fresh_step_keeps_the_whole_step_beyond_the_eps_ball():
+  images = jax.random.uniform(jax.random.PRNGKey(0), (8, 4, 4, 3))
+  weights = jax.random.normal(jax.random.PRNGKey(1), (48, 10))
+  logits_fn = lambda x: x.reshape(x.shape[0], -1) @ weights
+  labels = jnp.arange(8) % 10
+  start = projection.clip_to_box(images + EPS * jnp.sign(jax.random.normal(
+      jax.random.PRNGKey(2), images.shape)))
+  stepped = odgq.fresh_sign_step(logits_fn, images, start, labels, fraction=1.0,
+                                 eps=EPS + 4 / 255, step_size=4 / 255)
+  gradient = jax.grad(lambda x: jnp.sum(base.cross_entropy(logits_fn(x), labels)))(start)
+  np.testing.assert_allclose(stepped, jnp.clip(start + 4 / 255 * jnp.sign(gradient), 0, 1),
+                             atol=1e-7)
+  assert float(jnp.abs(stepped - images).max()) > EPS + 3 / 255
+
+
+def test_fresh_step_projection_must_be_a_bool():
+  with pytest.raises(ValueError, match="fresh_step_projection must be True or False"):
+    methods.create_method(methods.method_config("odgq", fresh_step_projection="no"))
 
 
 @pytest.mark.parametrize("fraction", [0.1234, 1.5, -0.5, True])

@@ -10,7 +10,9 @@ online from the training's own backward pass, makes the quantized network robust
      optionally (`fresh_step_fraction` f > 0) the examples of a fraction f of the batch first take
      one sign-gradient step on the current network, x_adv <- P(x_adv + alpha_f sign(grad_x
      CE(f(x_adv), y))) (an FGSM step from the domain's perturbation, as FGSM-PGI starts from its
-     prior; one extra forward and input-gradient pass on those examples);
+     prior; one extra forward and input-gradient pass on those examples); P projects onto the
+     eps-ball, or (`fresh_step_projection=False`) only onto the image box, as N-FGSM's step is
+     not projected (de Jorge et al. NeurIPS 2022), so the perturbation reaches eps + alpha_f;
   3. forward x0 (forward-only by default: stop-gradient; skipped when beta = 0) and x_adv;
   4. loss = CE(f(x_adv), y) + beta * Align(f(x0), f(x_adv))  (`alignment.py`; KL by default);
   5. one backward pass gives the parameter gradients and g = dLoss/dx_adv;
@@ -70,6 +72,10 @@ class ODGQ(base.TrainingMethod):
       its share when its batch is a multiple of q. 0 (the default): none. The extra cost is about
       2/3 f of an update (a forward and an input-gradient pass on f of the batch).
     fresh_step_size: alpha_f of that step.
+    fresh_step_projection: project the stepped perturbation back onto the eps-ball (the
+      default); False keeps the whole step, as N-FGSM does, so the examples that take it train
+      on perturbations of L-inf norm up to eps + alpha_f (the stored perturbations stay in the
+      eps-ball: the memory's own step projects).
     replays: m, the optimizer updates made on each minibatch.
     selection: "uniform", "per_example" or "loss_weighted".
     selection_temperature: T of the loss-weighted selection.
@@ -89,6 +95,7 @@ class ODGQ(base.TrainingMethod):
   memory_initialization: str = "uniform"
   fresh_step_fraction: float = 0.0
   fresh_step_size: float = 8 / 255
+  fresh_step_projection: bool = True
   replays: int = 4
   selection: str = "uniform"
   selection_temperature: float = 1.0
@@ -125,6 +132,9 @@ class ODGQ(base.TrainingMethod):
     adversarial.check_nonnegative("odgq", "memory_momentum", self.memory_momentum)
     adversarial.check_radius_and_step("odgq", self.eps, self.fresh_step_size)
     fresh_fraction(self.fresh_step_fraction)
+    if not isinstance(self.fresh_step_projection, bool):
+      raise ValueError("odgq: fresh_step_projection must be True or False, got "
+                       f"{self.fresh_step_projection!r}")
     adversarial.check_count("odgq", "replays", self.replays)
     adversarial.check_count("odgq", "eps_warmup_updates", self.eps_warmup_updates, minimum=0)
 
@@ -218,10 +228,12 @@ class ODGQ(base.TrainingMethod):
                                     local_delta, memory_delta, random_key, images, eps))
       adversarial_images = projection.clip_to_box(images + delta)
       if self.fresh_step_fraction:
+        fresh_step_size = self.fresh_step_size * eps_scale
         adversarial_images = fresh_sign_step(
             base.train_mode_logits_fn(state), images, adversarial_images, labels,
-            fraction=self.fresh_step_fraction, eps=eps,
-            step_size=self.fresh_step_size * eps_scale)
+            fraction=self.fresh_step_fraction,
+            eps=eps if self.fresh_step_projection else eps + fresh_step_size,
+            step_size=fresh_step_size)
 
       def loss_fn(params, adversarial_images):
         batch_stats = state.batch_stats
@@ -294,7 +306,9 @@ def fresh_sign_step(logits_fn, images: jax.Array, adversarial_images: jax.Array,
     adversarial_images: x_adv [N, ...], in the balls and in [0, 1].
     labels: int labels [N].
     fraction: p/q (`fresh_fraction`); N must be a multiple of q.
-    eps: L-inf radius of P.
+    eps: L-inf radius of P (the training radius, or the training radius plus alpha for a step
+      that is not projected back: every x_adv is in the training ball, so P then clips to the
+      image box alone).
     step_size: alpha.
 
   Returns:
