@@ -161,11 +161,16 @@ def test_eps_warmup_keeps_the_bank_inside_the_growing_ball_and_compiles_once():
   assert train_step._cache_size() == 1  # the radius is traced, not a compile-time constant
 
 
-def test_fresh_step_moves_p_of_every_q_examples_by_one_fgsm_step_from_their_perturbation():
-  images = jax.random.uniform(jax.random.PRNGKey(0), (12, 4, 4, 3))
+def linear_classification(num_examples):
+  """Random 4x4x3 images, a random linear classifier over them and labels: (images, f, labels)."""
+  images = jax.random.uniform(jax.random.PRNGKey(0), (num_examples, 4, 4, 3))
   weights = jax.random.normal(jax.random.PRNGKey(1), (48, 10))
   logits_fn = lambda x: x.reshape(x.shape[0], -1) @ weights
-  labels = jnp.arange(12) % 10
+  return images, logits_fn, jnp.arange(num_examples) % 10
+
+
+def test_fresh_step_moves_p_of_every_q_examples_by_one_fgsm_step_from_their_perturbation():
+  images, logits_fn, labels = linear_classification(12)
   start = jnp.clip(images + 1 / 255, 0, 1)
   stepped = odgq.fresh_sign_step(logits_fn, images, start, labels, fraction=2 / 3, eps=EPS,
                                  step_size=4 / 255)
@@ -183,10 +188,7 @@ def test_fresh_step_moves_p_of_every_q_examples_by_one_fgsm_step_from_their_pert
 
 
 def test_an_unprojected_fresh_step_keeps_the_whole_step_beyond_the_eps_ball():
-  images = jax.random.uniform(jax.random.PRNGKey(0), (8, 4, 4, 3))
-  weights = jax.random.normal(jax.random.PRNGKey(1), (48, 10))
-  logits_fn = lambda x: x.reshape(x.shape[0], -1) @ weights
-  labels = jnp.arange(8) % 10
+  images, logits_fn, labels = linear_classification(8)
   start = projection.clip_to_box(images + EPS * jnp.sign(jax.random.normal(
       jax.random.PRNGKey(2), images.shape)))
   stepped = odgq.fresh_sign_step(logits_fn, images, start, labels, fraction=1.0,

@@ -146,3 +146,9 @@ def check_nonnegative(method: str, name: str, value: float) -> None:
   """Raises ValueError unless `value` is a number >= 0."""
   if not _is_number(value) or not value >= 0:
     raise ValueError(f"{method}: {name} must be a number >= 0, got {value!r}")
+
+
+def check_flag(method: str, name: str, value: bool) -> None:
+  """Raises ValueError unless `value` is True or False (not a string such as "no")."""
+  if not isinstance(value, bool):
+    raise ValueError(f"{method}: {name} must be True or False, got {value!r}")

@@ -66,8 +66,7 @@ class DefensiveQuantization(base.TrainingMethod):
 
   def __post_init__(self):
     adversarial.check_nonnegative("dq", "lipschitz_weight", self.lipschitz_weight)
-    if not isinstance(self.adversarial, bool):
-      raise ValueError(f"dq: adversarial must be True or False, got {self.adversarial!r}")
+    adversarial.check_flag("dq", "adversarial", self.adversarial)
     adversarial.check_radius_and_step("dq", self.eps, self.step_size)
 
   def update(self, state, batch, rng):

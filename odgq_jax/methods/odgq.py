@@ -132,9 +132,7 @@ class ODGQ(base.TrainingMethod):
     adversarial.check_nonnegative("odgq", "memory_momentum", self.memory_momentum)
     adversarial.check_radius_and_step("odgq", self.eps, self.fresh_step_size)
     fresh_fraction(self.fresh_step_fraction)
-    if not isinstance(self.fresh_step_projection, bool):
-      raise ValueError("odgq: fresh_step_projection must be True or False, got "
-                       f"{self.fresh_step_projection!r}")
+    adversarial.check_flag("odgq", "fresh_step_projection", self.fresh_step_projection)
     adversarial.check_count("odgq", "replays", self.replays)
     adversarial.check_count("odgq", "eps_warmup_updates", self.eps_warmup_updates, minimum=0)
 
