@@ -199,9 +199,11 @@ def test_an_unprojected_fresh_step_keeps_the_whole_step_beyond_the_eps_ball():
   assert float(jnp.abs(stepped - images).max()) > EPS + 3 / 255
 
 
-def test_fresh_step_projection_must_be_a_bool():
-  with pytest.raises(ValueError, match="fresh_step_projection must be True or False"):
-    methods.create_method(methods.method_config("odgq", fresh_step_projection="no"))
+@pytest.mark.parametrize("flag", ["local_carry_over", "global_per_class",
+                                  "fresh_step_projection", "natural_branch_grad"])
+def test_an_on_off_option_must_be_a_bool(flag):
+  with pytest.raises(ValueError, match=f"odgq: {flag} must be True or False, got 'no'"):
+    methods.create_method(methods.method_config("odgq", **{flag: "no"}))
 
 
 @pytest.mark.parametrize("fraction", [0.1234, 1.5, -0.5, True])

@@ -104,6 +104,9 @@ class ODGQ(base.TrainingMethod):
   natural_branch_grad: bool = False
 
   def __post_init__(self):
+    for flag in ("local_carry_over", "global_per_class", "fresh_step_projection",
+                 "natural_branch_grad"):
+      adversarial.check_flag("odgq", flag, getattr(self, flag))
     _check_choice("domains", self.domains, bank.DOMAIN_KINDS, each=True)
     _check_choice("selection", self.selection, bank.SELECTIONS)
     _check_choice("alignment", self.alignment, tuple(alignment.ALIGNMENTS))
@@ -132,7 +135,6 @@ class ODGQ(base.TrainingMethod):
     adversarial.check_nonnegative("odgq", "memory_momentum", self.memory_momentum)
     adversarial.check_radius_and_step("odgq", self.eps, self.fresh_step_size)
     fresh_fraction(self.fresh_step_fraction)
-    adversarial.check_flag("odgq", "fresh_step_projection", self.fresh_step_projection)
     adversarial.check_count("odgq", "replays", self.replays)
     adversarial.check_count("odgq", "eps_warmup_updates", self.eps_warmup_updates, minimum=0)
 
