@@ -30,8 +30,9 @@ A run is grouped by model, precision and dataset, from the config in its run.jso
 the config its train command builds (the same flags parsing as launch/train.py). Its training cost
 is the step-cost benchmark's FLOPs and wall time per update relative to natural training, looked
 up by the run's config name when the benchmark measured the same model and precision. Runs whose
-train commands differ only in --config.seed are one comparison across seeds: the "Seeds" table
-gives their mean and range. A folder dropped into results/ appears in the next rendering.
+train commands differ only in --config.seed are one comparison across seeds: the "Seeds" tables
+give their mean and range, over their full reports and over their own attack-subset reports
+(e.g. PGD-20 on held-out images). A folder dropped into results/ appears in the next rendering.
 
 A comparison table of docs/experiments.md is the text between a line
 `<!-- comparison of results/: RUN RUN ... -->` and `<!-- end of comparison -->`: one row per named
@@ -46,7 +47,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
@@ -317,32 +318,58 @@ def _mean_and_range(values: list[float]) -> str:
           f"({_percent(min(values))}–{_percent(max(values))})")
 
 
-def seeds_table(runs: list[Run]) -> list[str]:
-  """Mean and range over seeds of the full reports of runs that differ only in their seed."""
-  by_command: dict[str, list[Run]] = {}
+SeedGroups = dict[tuple[str, str], list[tuple[Run, dict[str, Any]]]]
+
+
+def _seed_groups(runs: list[Run],
+                 report_of: Callable[[Run], dict[str, Any] | None]) -> SeedGroups:
+  """Runs with a report (`report_of(run)`, or None) grouped by their train command without the
+  seed and by what the report evaluated; only the groups of more than one run."""
+  groups: SeedGroups = {}
   for run in runs:
-    command = train_command_without_seed(run.commands.get("train"))
-    if run.full_report is not None and command is not None:
-      by_command.setdefault(command, []).append(run)
-  groups = {command: members for command, members in by_command.items() if len(members) > 1}
-  if not groups:
-    return []
-  lines = ["### Seeds", "",
-           "Runs whose train commands differ only in `--config.seed`: mean over the seeds, and "
-           "in brackets the lowest and the highest run. A comparison counts where it holds for "
-           "the means.", "",
-           "| train command (without seed) | seeds | runs | clean | PGD-20 | worst case |",
-           "| --- | --- | --- | ---: | ---: | ---: |"]
-  for command, members in groups.items():
-    reports = [run.full_report for run in members]
-    pgd20 = [r["attacks"]["pgd20"] for r in reports if r["attacks"].get("pgd20") is not None]
-    lines.append(
-        f"| `{command}` | {', '.join(str(run.config.seed) for run in members)} | "
-        f"{', '.join(run.name for run in members)} | "
-        f"{_mean_and_range([r['clean'] for r in reports])} | "
-        f"{_mean_and_range(pgd20) if len(pgd20) == len(reports) else '—'} | "
-        f"**{_mean_and_range([r['worst_case'] for r in reports])}** |")
-  return lines + [""]
+    command, report = train_command_without_seed(run.commands.get("train")), report_of(run)
+    if report is not None and command is not None:
+      groups.setdefault((command, _protocol(report)), []).append((run, report))
+  return {key: members for key, members in groups.items() if len(members) > 1}
+
+
+def _seed_cells(members: list[tuple[Run, dict[str, Any]]]) -> str:
+  """The seeds, the runs, and the mean (range) of clean accuracy and PGD-20."""
+  reports = [report for _, report in members]
+  pgd20 = [r["attacks"]["pgd20"] for r in reports if r["attacks"].get("pgd20") is not None]
+  return (f"{', '.join(str(run.config.seed) for run, _ in members)} | "
+          f"{', '.join(run.name for run, _ in members)} | "
+          f"{_mean_and_range([r['clean'] for r in reports])} | "
+          f"{_mean_and_range(pgd20) if len(pgd20) == len(reports) else '—'}")
+
+
+def seeds_table(runs: list[Run]) -> list[str]:
+  """Mean and range over seeds of runs that differ only in their seed: of their full reports,
+  then of their own attack-subset reports (results/<run>/report.json, e.g. held-out PGD-20)."""
+  full = _seed_groups(runs, lambda run: run.full_report)
+  subsets = _seed_groups(runs, lambda run: run.partial_reports.get(REPORT_FILE))
+  lines = []
+  if full:
+    lines += ["### Seeds", "",
+              "Runs whose train commands differ only in `--config.seed`: mean over the seeds, and "
+              "in brackets the lowest and the highest run. A comparison counts where it holds for "
+              "the means.", "",
+              "| train command (without seed) | seeds | runs | clean | PGD-20 | worst case |",
+              "| --- | --- | --- | ---: | ---: | ---: |"]
+    for (command, _), members in full.items():
+      worst = [report["worst_case"] for _, report in members]
+      lines.append(f"| `{command}` | {_seed_cells(members)} | **{_mean_and_range(worst)}** |")
+    lines.append("")
+  if subsets:
+    lines += ["### Seeds of attack subsets", "",
+              "The same over the runs' own attack-subset reports (verdict `unchecked`): "
+              "comparisons, not robustness claims.", "",
+              "| train command (without seed) | evaluated on | seeds | runs | clean | PGD-20 |",
+              "| --- | --- | --- | --- | ---: | ---: |"]
+    for (command, protocol), members in subsets.items():
+      lines.append(f"| `{command}` | {protocol} | {_seed_cells(members)} |")
+    lines.append("")
+  return lines
 
 
 def partial_reports_table(runs: list[Run]) -> list[str]:

@@ -105,6 +105,30 @@ def test_a_run_dropped_into_results_appears_in_every_table_and_the_plot(tmp_path
   assert results.read_plot_points(plot) == points
 
 
+def test_held_out_runs_that_differ_only_in_seed_get_a_mean_and_range_of_their_pgd20(tmp_path):
+  results_dir = tmp_path / "results"
+  shutil.copytree(results.RESULTS_DIR, results_dir)
+  committed = results_dir / "heldout_fgsm_rs"
+  folder = results_dir / "heldout_fgsm_rs_seed3"
+  folder.mkdir()
+  report = json.loads((committed / "report.json").read_text())
+  seed0_clean, seed0_pgd20 = 100 * report["clean"], 100 * report["attacks"]["pgd20"]
+  report.update(clean=0.601)
+  report["attacks"]["pgd20"] = 0.300
+  (folder / "report.json").write_text(json.dumps(report))
+  train = json.loads((committed / "commands.json").read_text())["train"]
+  (folder / "commands.json").write_text(json.dumps(
+      {"train": train.replace("runs/heldout_fgsm_rs", "runs/x") + " --config.seed=3"}))
+  markdown = results.render_results(results_dir)
+  subsets = markdown.split("### Seeds of attack subsets")[1]
+  row = next(line for line in subsets.splitlines() if "| 0, 3 |" in line)
+  assert "| heldout_fgsm_rs, heldout_fgsm_rs_seed3 |" in row
+  assert "first 1,000 of train[45000:]" in row
+  for seed0, seed3 in ((seed0_clean, 60.1), (seed0_pgd20, 30.0)):
+    low, high = sorted((seed0, seed3))
+    assert f"| {(seed0 + seed3) / 2:.1f} ({low:.1f}–{high:.1f}) |" in row
+
+
 def test_a_run_folder_without_a_config_source_is_an_error(tmp_path):
   folder = tmp_path / "results" / "unknown_run"
   folder.mkdir(parents=True)
